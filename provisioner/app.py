@@ -1,0 +1,100 @@
+"""Wiring of the daemon and its staged shutdown.
+
+Start: topics → state rebuilt from the state topic → HTTP endpoints → consumer group. Stop (SIGTERM
+or SIGINT): stop fetching, give in-flight requests ``worker.shutdown_grace`` seconds, commit what
+finished, close producers, consumer, SSH connections. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from provisioner.bus.consumer import Completion, Intent, RequestLoop
+from provisioner.bus.publisher import Outgoing
+from provisioner.bus.state_topic import StateTopicReader
+from provisioner.bus.topics import ensure_topics
+from provisioner.events.envelope import Event, encode
+from provisioner.executor.measured import MeasuredExecutor
+from provisioner.executor.ssh import SshExecutor, SshOptions
+from provisioner.http import serve
+from provisioner.settings import Settings
+from provisioner.state import DesiredState
+from provisioner.storage.operations import VolumeOperations
+from provisioner.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def ssh_executor(settings: Settings) -> SshExecutor:
+    ssh = settings.ssh
+    return SshExecutor(
+        SshOptions(
+            user=ssh.user,
+            client_key=ssh.key_file,
+            known_hosts=ssh.known_hosts,
+            port=ssh.port,
+            connect_timeout=ssh.connect_timeout,
+            max_sessions=ssh.max_sessions_per_host,
+        )
+    )
+
+
+async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    executor = MeasuredExecutor(ssh_executor(settings))
+    state = DesiredState()
+    reader = StateTopicReader(settings.kafka, state)
+    worker = Worker(state, VolumeOperations(executor, settings.storage), settings)
+
+    async def handle(event: Event, intent: Intent) -> Completion:
+        outcome = await worker.handle(event, intent)
+        value, headers = encode(outcome.result)
+        result = Outgoing(settings.kafka.results_topic, outcome.key.encode(), value, headers)
+        return Completion([result], outcome.changes)
+
+    loop = RequestLoop(settings.kafka, state, reader, handle)
+
+    def readiness() -> tuple[bool, str]:
+        if loop.ready:
+            return True, f"ready: {len(state.clusters)} cluster(s), {len(state.volumes)} volume(s)"
+        return False, "not ready: not connected to Kafka or state not rebuilt"
+
+    await ensure_topics(settings.kafka)
+    await reader.start()
+    records = await reader.catch_up()
+    log.info(
+        "state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes)
+    )
+    runner = (
+        await serve(readiness, host=settings.http.host, port=settings.http.port)
+        if settings.http.port
+        else None
+    )
+    if runner is not None:
+        log.info("serving /metrics /healthz /readyz on %s:%d", settings.http.host, settings.http.port)
+    try:
+        await loop.run(stop, grace=settings.worker.shutdown_grace)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await reader.stop()
+        await executor.close()
+        log.info("stopped")
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    event_loop = asyncio.get_running_loop()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signame)
+            os._exit(130)
+        log.info("%s: stopping (send again to exit at once)", signame)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        event_loop.add_signal_handler(sig, on_signal, sig.name)

@@ -1,0 +1,93 @@
+"""The producer side: publish a request and, if asked, wait for its one result.
+
+The result reader starts at the end of the results topic *before* the request is sent, reads with
+``read_committed`` (so aborted attempts of a crashed daemon are invisible), and matches on
+``data.request_id``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from provisioner.errors import InvalidEvent, TemporaryError
+from provisioner.events.envelope import Event, decode_result, encode
+from provisioner.settings import KafkaSettings
+
+
+class ResultWaiter:
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            request_timeout_ms=int(settings.request_timeout * 1000),
+        )
+
+    async def __aenter__(self) -> ResultWaiter:
+        topic = self._settings.results_topic
+        try:
+            await self._consumer.start()
+            await self._consumer.topics()
+            numbers = self._consumer.partitions_for_topic(topic)
+            if not numbers:
+                raise TemporaryError(f"results topic {topic} does not exist yet: is `provisioner run` up?")
+            partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+            self._consumer.assign(partitions)
+            await self._consumer.seek_to_end(*partitions)
+            for tp in partitions:  # resolve the end position now, before the request goes out
+                await self._consumer.position(tp)
+        except KafkaError as e:
+            await self._consumer.stop()
+            raise TemporaryError(f"cannot read results from {self._settings.bootstrap}: {e}") from e
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._consumer.stop()
+
+    async def wait(self, request_id: str, *, timeout: float) -> Event:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            batches = await self._consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in batches.values():
+                for record in records:
+                    try:
+                        event = decode_result(record.value)
+                    except InvalidEvent:
+                        continue  # not ours to judge here; the daemon never writes such events
+                    if getattr(event.data, "request_id", None) == request_id:
+                        return event
+        raise TimeoutError(f"no result for request {request_id} within {timeout:g}s")
+
+
+async def publish(settings: KafkaSettings, event: Event, *, key: str) -> None:
+    value, headers = encode(event)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=int(settings.request_timeout * 1000),
+    )
+    try:
+        await producer.start()
+        await producer.send_and_wait(settings.requests_topic, value=value, key=key.encode(), headers=headers)
+    except KafkaError as e:
+        raise TemporaryError(
+            f"cannot publish to {settings.requests_topic} at {settings.bootstrap}: {e}"
+        ) from e
+    finally:
+        await producer.stop()
+
+
+async def request(settings: KafkaSettings, event: Event, *, key: str, wait: float | None) -> Event | None:
+    """Publish ``event``; with ``wait`` seconds, return its result (TimeoutError if none came)."""
+    if wait is None:
+        await publish(settings, event, key=key)
+        return None
+    async with ResultWaiter(settings) as waiter:
+        await publish(settings, event, key=key)
+        return await waiter.wait(event.id, timeout=wait)

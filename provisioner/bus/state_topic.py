@@ -1,0 +1,97 @@
+"""Reads the compacted state topic into ``DesiredState``, from the start and then incrementally.
+
+``catch_up`` reads every partition up to its current last stable offset (``read_committed``), so
+state written by an aborted transaction is never seen. A record we cannot decode is logged and
+skipped rather than stopping the daemon: the reconciler reports what it could not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from provisioner.errors import TemporaryError
+from provisioner.settings import KafkaSettings
+from provisioner.state import DesiredState, StateChange, UnknownRecord
+
+log = logging.getLogger(__name__)
+
+
+class StateTopicReader:
+    def __init__(self, settings: KafkaSettings, state: DesiredState) -> None:
+        self._settings = settings
+        self._state = state
+        self._consumer: AIOKafkaConsumer | None = None
+        self.records_read = 0
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            request_timeout_ms=int(self._settings.request_timeout * 1000),
+        )
+        try:
+            await consumer.start()
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+        except KafkaError as e:
+            await consumer.stop()
+            raise TemporaryError(f"cannot read state topic {self._settings.state_topic}: {e}") from e
+        self._consumer = consumer
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        topic = self._settings.state_topic
+        deadline = time.monotonic() + self._settings.request_timeout
+        while True:
+            await consumer.topics()  # refreshes metadata
+            numbers = consumer.partitions_for_topic(topic)
+            if numbers:
+                return [TopicPartition(topic, p) for p in sorted(numbers)]
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"state topic {topic} does not exist")
+            await asyncio.sleep(0.2)
+
+    async def catch_up(self) -> int:
+        """Apply every committed record up to now; returns how many were applied."""
+        consumer = self._consumer
+        assert consumer is not None, "start() first"
+        applied = 0
+        try:
+            partitions = list(consumer.assignment())
+            ends = await consumer.end_offsets(partitions)
+            pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
+                for records in batches.values():
+                    for record in records:
+                        applied += self._apply(record.key, record.value)
+                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        except KafkaError as e:
+            raise TemporaryError(f"reading state topic: {e}") from e
+        self.records_read += applied
+        return applied
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> int:
+        if key is None:
+            log.warning("state record without a key skipped")
+            return 0
+        try:
+            self._state.apply(StateChange(key.decode(), value))
+        except (UnknownRecord, ValidationError, UnicodeDecodeError) as e:
+            log.warning("state record %r skipped: %s", key[:80], e)
+            return 0
+        return 1
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -1,0 +1,285 @@
+"""The ``provisioner`` command: the daemon, the producer side, and tools.
+
+Settings come from the environment (``PROVISIONER_<GROUP>__<FIELD>``) or ``--env-file``; flags such
+as ``--bootstrap`` override them. Exit codes: 0 success, 1 the request failed, 2 bad usage or
+settings, 3 no result within ``--timeout``, 4 Kafka unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from provisioner import __version__, app
+from provisioner.bus import client
+from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.events import models
+from provisioner.events.envelope import Event, new_event
+from provisioner.events.schema import schemas
+from provisioner.settings import ENV_PREFIX, Settings
+from provisioner.topology import requests_from_file
+from provisioner.units import format_size, parse_size
+
+M = TypeVar("M", bound=models.Model)
+
+EXAMPLES = """\
+examples:
+  provisioner run                                   # the daemon
+  provisioner topology load topology.json --cluster dev --wait
+  provisioner request provision --cluster dev --size 1GiB --replica 3 --wait
+  provisioner request provision --cluster dev --size 10GiB --disperse 2+1 --name media --wait
+  provisioner request delete --cluster dev --name media --wait
+  provisioner schemas export schemas/
+
+settings (environment, or KEY=VALUE lines in --env-file):
+  PROVISIONER_KAFKA__BOOTSTRAP=host:9092   PROVISIONER_SSH__KEY_FILE=/path/id_ed25519
+  PROVISIONER_SSH__KNOWN_HOSTS=/path/known_hosts   PROVISIONER_HTTP__PORT=9464   (see README)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provisioner",
+        description="Event-driven GlusterFS volume provisioner: requests in on Kafka, volumes out on the nodes.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--env-file", type=Path, help="file of PROVISIONER_* settings (KEY=VALUE lines)")
+    parser.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (overrides PROVISIONER_KAFKA__BOOTSTRAP)"
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "run", help="run the provisioning daemon", description="Consume requests and provision."
+    )
+
+    request = commands.add_parser("request", help="publish a volume request").add_subparsers(
+        dest="request", required=True, metavar="REQUEST"
+    )
+    provision = request.add_parser("provision", help="create a volume")
+    provision.add_argument("--cluster", required=True, help="cluster id (the Kafka key)")
+    provision.add_argument("--size", required=True, type=_size, help="e.g. 1GiB, 500Mi, 10G")
+    layout = provision.add_mutually_exclusive_group()
+    layout.add_argument("--replica", type=int, help="replica count (default 3)")
+    layout.add_argument("--arbiter", action="store_true", help="replica 3 with an arbiter brick")
+    layout.add_argument("--disperse", metavar="DATA+REDUNDANCY", help="erasure coding, e.g. 2+1 or 4+2")
+    layout.add_argument("--distribute", action="store_true", help="no redundancy")
+    provision.add_argument("--name", help="gluster volume name (default vol_<id>)")
+    provision.add_argument("--volume-id", help="32-hex volume id (default derived from the request id)")
+    provision.add_argument("--gid", type=int, help="group owning the brick root (chmod 2775)")
+    provision.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="gluster option"
+    )
+    provision.add_argument("--zone-checking", choices=["strict", "none"], default="none")
+    _wait_flags(provision)
+
+    delete = request.add_parser("delete", help="delete a volume and its bricks")
+    delete.add_argument("--cluster", required=True)
+    target = delete.add_mutually_exclusive_group(required=True)
+    target.add_argument("--volume-id")
+    target.add_argument("--name")
+    _wait_flags(delete)
+
+    topology = commands.add_parser("topology", help="cluster topology").add_subparsers(
+        dest="topology", required=True, metavar="ACTION"
+    )
+    load = topology.add_parser("load", help="load a Heketi-format topology.json")
+    load.add_argument("file", type=Path)
+    load.add_argument("--cluster", help='cluster id when the file\'s cluster has no "id"')
+    load.add_argument("--brick-root", help="where bricks are mounted on the nodes")
+    _wait_flags(load)
+
+    export = commands.add_parser("schemas", help="event JSON Schemas").add_subparsers(
+        dest="schemas", required=True, metavar="ACTION"
+    )
+    export_cmd = export.add_parser("export", help="write one JSON Schema per event type")
+    export_cmd.add_argument("directory", type=Path, nargs="?", default=Path("schemas"))
+    return parser
+
+
+def _wait_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    parser.add_argument("--json", action="store_true", help="print the result event as JSON")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.bootstrap:
+        overrides["kafka"] = {"bootstrap": args.bootstrap}
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    env_file = args.env_file
+    if env_file is not None and not env_file.is_file():
+        raise SettingsProblem(f"--env-file {env_file}: no such file")
+    try:
+        settings = Settings(_env_file=env_file, **overrides)
+    except ValidationError as e:
+        problems = [
+            f"{ENV_PREFIX}{'__'.join(str(p).upper() for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        ]
+        raise SettingsProblem("invalid settings:\n  " + "\n  ".join(problems)) from e
+    if args.command == "run":
+        for name, path in (
+            ("SSH__KEY_FILE", settings.ssh.key_file),
+            ("SSH__KNOWN_HOSTS", settings.ssh.known_hosts),
+        ):
+            if not path.is_file():
+                raise SettingsProblem(f"{ENV_PREFIX}{name}: {path} does not exist")
+    return settings
+
+
+class SettingsProblem(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schemas":
+        return _export_schemas(args.directory)
+    try:
+        settings = load_settings(args)
+    except SettingsProblem as e:
+        print(f"provisioner: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        if args.command == "run":
+            asyncio.run(app.run(settings))
+            return 0
+        return asyncio.run(_produce(args, settings))
+    except ProvisionerError as e:
+        print(f"provisioner: {e}", file=sys.stderr)
+        return 4 if isinstance(e, TemporaryError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    events: list[tuple[Event, str]]
+    if args.command == "topology":
+        events = []
+        for data in requests_from_file(args.file, cluster=args.cluster, brick_root=args.brick_root):
+            events.append(
+                (new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/provisioner/cli"), data.cluster)
+            )
+    elif args.request == "provision":
+        provision = _provision_data(args)
+        events = [(new_event(models.PROVISION_REQUESTED, provision, source="/provisioner/cli"), provision.cluster)]
+    else:
+        delete = _validated(
+            models.DeleteVolume, {"cluster": args.cluster, "volume_id": args.volume_id, "name": args.name}
+        )
+        events = [(new_event(models.DELETE_REQUESTED, delete, source="/provisioner/cli"), delete.cluster)]
+
+    status = 0
+    for event, key in events:
+        result = await client.request(
+            settings.kafka, event, key=key, wait=args.timeout if args.wait else None
+        )
+        if result is None:
+            print(f"published {event.type} id={event.id} key={key}")
+            continue
+        print(_render(result, as_json=args.json))
+        if ".failed." in result.type:
+            status = 1
+    return status
+
+
+def _provision_data(args: argparse.Namespace) -> models.ProvisionVolume:
+    durability: dict[str, Any] = {"type": "replicate", "replica": args.replica or 3}
+    if args.arbiter:
+        durability = {"type": "replicate", "replica": 3, "arbiter": True}
+    elif args.distribute:
+        durability = {"type": "none"}
+    elif args.disperse:
+        data, plus, redundancy = args.disperse.partition("+")
+        if not (plus and data.isdigit() and redundancy.isdigit()):
+            raise ProvisionerError(f"--disperse {args.disperse!r}: write DATA+REDUNDANCY, e.g. 2+1")
+        durability = {"type": "disperse", "data": int(data), "redundancy": int(redundancy)}
+    options = {}
+    for item in args.option:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ProvisionerError(f"--option {item!r}: write KEY=VALUE, e.g. performance.read-ahead=off")
+        options[key] = value
+    return _validated(
+        models.ProvisionVolume,
+        {
+            "cluster": args.cluster,
+            "size": args.size,
+            "durability": durability,
+            "name": args.name,
+            "volume_id": args.volume_id,
+            "gid": args.gid,
+            "options": options,
+            "zone_checking": args.zone_checking,
+        },
+    )
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ProvisionerError(f"invalid request: {problems}") from e
+
+
+def _render(event: Event, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {"type": event.type, "id": event.id, "data": event.data.model_dump(mode="json")}, indent=2
+        )
+    data = event.data
+    match data:
+        case models.VolumeProvisioned(volume=volume):
+            lines = [
+                f"provisioned {volume.name} ({volume.volume_id}) in cluster {volume.cluster}: "
+                f"{format_size(volume.size)}, {volume.durability.type}",
+                f"  mount: mount -t glusterfs -o backup-volfile-servers={':'.join(volume.backup_servers)} "
+                f"{volume.mount} /mnt/{volume.name}",
+            ]
+            lines += [
+                f"  brick {b.host}:{b.path} ({format_size(b.size)}{', arbiter' if b.arbiter else ''})"
+                for b in volume.bricks
+            ]
+            return "\n".join(lines)
+        case models.VolumeDeleted():
+            what = data.name or data.volume_id
+            return f"deleted {what}" if data.existed else f"{what}: no such volume (nothing to delete)"
+        case models.TopologyLoaded():
+            return f"topology of cluster {data.cluster} loaded: {data.nodes} nodes, {data.devices} devices"
+        case models.RequestFailed():
+            return f"FAILED ({data.reason}): {data.message}"
+    return repr(data)
+
+
+def _export_schemas(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in schemas().items():
+        (directory / name).write_text(text)
+    print(f"wrote {len(schemas())} schemas to {directory}")
+    return 0

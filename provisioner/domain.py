@@ -1,0 +1,177 @@
+"""The provisioner's nouns: clusters, nodes, devices, bricks and volumes, as frozen values.
+
+These are the in-memory desired state and the contents of state records. They hold no behaviour
+beyond what can be derived from their own fields, and they never talk to the outside world.
+Ids are 32-hex strings (Heketi's convention), derived deterministically where the same input must
+map to the same object (a re-loaded topology, a redelivered request).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, NewType
+
+ClusterId = NewType("ClusterId", str)
+NodeId = NewType("NodeId", str)
+DeviceId = NewType("DeviceId", str)
+BrickId = NewType("BrickId", str)
+VolumeId = NewType("VolumeId", str)
+RequestId = NewType("RequestId", str)
+
+# Namespace for ids derived from names; fixed forever so that ids stay stable across versions.
+_ID_NAMESPACE = uuid.UUID("6f1c1e36-7a51-4be4-9c7e-3f1d1f0c2a10")
+
+
+def derive_id(*parts: str) -> str:
+    """A stable 32-hex id for the given parts (uuid5)."""
+    return uuid.uuid5(_ID_NAMESPACE, "/".join(parts)).hex
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class BrickBackend(StrEnum):
+    """How a device turns into brick filesystems."""
+
+    FILE = "file"  # sparse image per brick, XFS, loop mount: needs no device-mapper
+    LVM = "lvm"  # Heketi's layout: thin pool + thin LV per brick
+
+
+@dataclass(frozen=True, slots=True)
+class Distribute:
+    """No redundancy: every brick is its own set."""
+
+    type: Literal["none"] = "none"
+
+    @property
+    def set_size(self) -> int:
+        return 1
+
+    @property
+    def data_bricks(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    """``replica`` full copies; with ``arbiter`` the last brick of each set holds metadata only."""
+
+    type: Literal["replicate"] = "replicate"
+    replica: int = 3
+    arbiter: bool = False
+
+    @property
+    def set_size(self) -> int:
+        return self.replica
+
+    @property
+    def data_bricks(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Disperse:
+    """Erasure coding: ``data`` fragments plus ``redundancy`` parity fragments per set."""
+
+    type: Literal["disperse"] = "disperse"
+    data: int = 2
+    redundancy: int = 1
+
+    @property
+    def set_size(self) -> int:
+        return self.data + self.redundancy
+
+    @property
+    def data_bricks(self) -> int:
+        return self.data
+
+
+Durability = Distribute | Replicate | Disperse
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: DeviceId
+    name: str  # block device path (lvm) or directory holding brick images (file)
+    capacity: int  # bytes usable for bricks
+    backend: BrickBackend = BrickBackend.FILE
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: NodeId
+    manage: str  # where SSH goes
+    storage: str  # what gluster brick paths and clients use
+    zone: int = 1
+    devices: tuple[Device, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    id: ClusterId
+    nodes: tuple[Node, ...] = ()
+    brick_root: str = "/var/lib/provisioner/mounts"
+
+    def node(self, node_id: NodeId) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def device(self, device_id: DeviceId) -> tuple[Node, Device]:
+        for node in self.nodes:
+            for device in node.devices:
+                if device.id == device_id:
+                    return node, device
+        raise KeyError(device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Brick:
+    """One brick of a volume; everything needed to create or destroy it on its node."""
+
+    id: BrickId
+    node: NodeId
+    device: DeviceId
+    size: int
+    set_index: int
+    arbiter: bool = False
+
+
+class VolumeStatus(StrEnum):
+    CREATING = "creating"  # intent recorded; node work may be partly done
+    ONLINE = "online"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    id: VolumeId
+    name: str
+    cluster: ClusterId
+    size: int
+    durability: Durability
+    bricks: tuple[Brick, ...]
+    status: VolumeStatus = VolumeStatus.ONLINE
+    gid: int | None = None
+    options: tuple[tuple[str, str], ...] = ()
+    request: RequestId | None = None
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+
+def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:
+    """Heketi's layout: ``<root>/vg_<device>/brick_<brick>``; the brick path is ``<mount>/brick``."""
+    return f"{brick_root}/vg_{device}/brick_{brick}"
+
+
+def brick_path(brick_root: str, device: DeviceId, brick: BrickId) -> str:
+    return f"{brick_mount_point(brick_root, device, brick)}/brick"
+
+
+def volume_name_for(volume: VolumeId) -> str:
+    return f"vol_{volume}"

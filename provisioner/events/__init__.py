@@ -1,0 +1,1 @@
+"""The wire contract: CloudEvents envelopes and the pydantic models of their ``data``."""

@@ -1,0 +1,57 @@
+"""Validated field types shared by event models.
+
+Everything that can reach a storage node (names, hosts, paths, option keys and values) is held
+to a tight pattern here, so a hostile event is rejected at the door rather than quoted later.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+CLUSTER_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HEX_ID_PATTERN = r"^[0-9a-f]{32}$"
+VOLUME_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
+HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+PATH_PATTERN = r"^/[A-Za-z0-9_./-]{0,254}$"
+OPTION_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9-]+)+$"
+OPTION_VALUE_PATTERN = r"^[A-Za-z0-9_.,:/=+-]{1,256}$"
+LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
+
+MAX_VOLUME_SIZE = 1024**5  # 1 PiB
+
+
+def _not_reserved_volume_name(name: str) -> str:
+    if name.lower() == "all":
+        raise ValueError('"all" cannot be the name of a gluster volume')
+    return name
+
+
+def _no_parent_segments(path: str) -> str:
+    if any(part in {".", ".."} for part in path.split("/")):
+        raise ValueError("path must not contain '.' or '..' segments")
+    return path
+
+
+def _not_ours(key: str) -> str:
+    if key.startswith("user.provisioner."):
+        raise ValueError("user.provisioner.* options are set by the provisioner itself")
+    return key
+
+
+ClusterIdField = Annotated[str, Field(pattern=CLUSTER_ID_PATTERN, description="Cluster id (DNS label).")]
+HexId = Annotated[str, Field(pattern=HEX_ID_PATTERN, description="32 lowercase hex digits.")]
+VolumeName = Annotated[
+    str,
+    Field(pattern=VOLUME_NAME_PATTERN, description="Gluster volume name."),
+    AfterValidator(_not_reserved_volume_name),
+]
+HostName = Annotated[str, Field(pattern=HOST_PATTERN, description="Hostname or IPv4 address.")]
+AbsolutePath = Annotated[
+    str, Field(pattern=PATH_PATTERN, description="Absolute path."), AfterValidator(_no_parent_segments)
+]
+OptionKey = Annotated[str, Field(pattern=OPTION_KEY_PATTERN), AfterValidator(_not_ours)]
+OptionValue = Annotated[str, Field(pattern=OPTION_VALUE_PATTERN)]
+Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
+SizeBytes = Annotated[int, Field(ge=1, le=MAX_VOLUME_SIZE, description="Bytes.")]

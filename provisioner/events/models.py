@@ -1,0 +1,267 @@
+"""The ``data`` of every event, as frozen pydantic models with ``extra="forbid"``.
+
+Each CloudEvents ``type`` maps to exactly one model (``REQUEST_TYPES`` / ``RESULT_TYPES``), and the
+JSON Schemas in ``schemas/`` are generated from these classes. Requests say what is wanted;
+results say what happened, exactly once per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from provisioner import domain
+from provisioner.events.fields import (
+    AbsolutePath,
+    ClusterIdField,
+    HexId,
+    HostName,
+    Label,
+    OptionKey,
+    OptionValue,
+    SizeBytes,
+    VolumeName,
+)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- durability -----------------------------------------------------------------------------------
+
+
+class DistributeSpec(Model):
+    """No redundancy."""
+
+    type: Literal["none"] = "none"
+
+    def to_domain(self) -> domain.Durability:
+        return domain.Distribute()
+
+
+class ReplicateSpec(Model):
+    """Full copies on different nodes; ``arbiter`` makes the last brick of each set metadata-only."""
+
+    type: Literal["replicate"] = "replicate"
+    replica: Annotated[int, Field(ge=2, le=6)] = 3
+    arbiter: bool = False
+
+    @model_validator(mode="after")
+    def _arbiter_needs_three(self) -> ReplicateSpec:
+        if self.arbiter and self.replica != 3:
+            raise ValueError("arbiter volumes are replica 3 (two data bricks and one arbiter)")
+        return self
+
+    def to_domain(self) -> domain.Durability:
+        return domain.Replicate(replica=self.replica, arbiter=self.arbiter)
+
+
+class DisperseSpec(Model):
+    """Erasure coding: ``data`` + ``redundancy`` bricks per set, any ``redundancy`` may fail."""
+
+    type: Literal["disperse"] = "disperse"
+    data: Annotated[int, Field(ge=2, le=16)] = 2
+    redundancy: Annotated[int, Field(ge=1, le=8)] = 1
+
+    @model_validator(mode="after")
+    def _redundancy_below_data(self) -> DisperseSpec:
+        if self.redundancy * 2 > self.data + self.redundancy - 1:
+            raise ValueError("redundancy must be less than half of data + redundancy")
+        return self
+
+    def to_domain(self) -> domain.Durability:
+        return domain.Disperse(data=self.data, redundancy=self.redundancy)
+
+
+DurabilitySpec = Annotated[DistributeSpec | ReplicateSpec | DisperseSpec, Field(discriminator="type")]
+
+
+def durability_spec(durability: domain.Durability) -> DistributeSpec | ReplicateSpec | DisperseSpec:
+    match durability:
+        case domain.Distribute():
+            return DistributeSpec()
+        case domain.Replicate(replica=replica, arbiter=arbiter):
+            return ReplicateSpec(replica=replica, arbiter=arbiter)
+        case domain.Disperse(data=data, redundancy=redundancy):
+            return DisperseSpec(data=data, redundancy=redundancy)
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+class ProvisionVolume(Model):
+    """Create a volume. ``volume_id`` defaults to an id derived from the request id, so a
+    redelivered request always names the same volume."""
+
+    cluster: ClusterIdField
+    size: SizeBytes
+    durability: DurabilitySpec = ReplicateSpec()
+    volume_id: HexId | None = None
+    name: VolumeName | None = None
+    gid: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    options: Annotated[dict[OptionKey, OptionValue], Field(max_length=64)] = {}
+    zone_checking: Literal["strict", "none"] = "none"
+    labels: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+
+
+class DeleteVolume(Model):
+    """Delete a volume and destroy its bricks; deleting a volume that is already gone succeeds."""
+
+    cluster: ClusterIdField
+    volume_id: HexId | None = None
+    name: VolumeName | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> DeleteVolume:
+        if (self.volume_id is None) == (self.name is None):
+            raise ValueError("give exactly one of volume_id or name")
+        return self
+
+
+class TopologyDevice(Model):
+    """A Heketi device entry, plus our ``backend`` and ``capacity`` (required for file devices)."""
+
+    name: AbsolutePath
+    destroydata: bool = False
+    backend: Literal["lvm", "file"] = "lvm"
+    capacity: SizeBytes | None = None
+    tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+
+    @model_validator(mode="after")
+    def _file_needs_capacity(self) -> TopologyDevice:
+        if self.backend == "file" and self.capacity is None:
+            raise ValueError(f"device {self.name}: a file-backend device needs a capacity in bytes")
+        return self
+
+
+class TopologyHostnames(Model):
+    manage: Annotated[list[HostName], Field(min_length=1, max_length=1)]
+    storage: Annotated[list[HostName], Field(min_length=1, max_length=1)]
+
+
+class TopologyNodeInfo(Model):
+    hostnames: TopologyHostnames
+    zone: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+
+
+class TopologyNode(Model):
+    node: TopologyNodeInfo
+    devices: Annotated[list[TopologyDevice], Field(max_length=256)] = []
+
+
+class LoadTopology(Model):
+    """Declare one cluster's nodes and devices (Heketi's topology.json cluster entry)."""
+
+    cluster: ClusterIdField
+    nodes: Annotated[list[TopologyNode], Field(max_length=10_000)]
+    brick_root: AbsolutePath = "/var/lib/provisioner/mounts"
+
+    @model_validator(mode="after")
+    def _unique(self) -> LoadTopology:
+        manage = [n.node.hostnames.manage[0] for n in self.nodes]
+        if len(set(manage)) != len(manage):
+            raise ValueError("two nodes share a manage hostname")
+        for entry in self.nodes:
+            names = [d.name for d in entry.devices]
+            if len(set(names)) != len(names):
+                raise ValueError(f"node {entry.node.hostnames.manage[0]} lists a device twice")
+        return self
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+class BrickOut(Model):
+    id: HexId
+    node: HexId
+    host: HostName
+    path: AbsolutePath
+    device: HexId
+    size: int
+    arbiter: bool = False
+
+
+class VolumeOut(Model):
+    cluster: ClusterIdField
+    volume_id: HexId
+    name: VolumeName
+    size: int
+    durability: DurabilitySpec
+    bricks: list[BrickOut]
+    mount: str = Field(description="FUSE mount source, host:/volume.")
+    backup_servers: list[HostName] = Field(description="For the mount option backup-volfile-servers.")
+    gid: int | None = None
+
+
+class VolumeProvisioned(Model):
+    request_id: str
+    volume: VolumeOut
+
+
+class VolumeDeleted(Model):
+    request_id: str
+    cluster: ClusterIdField
+    volume_id: HexId | None
+    name: VolumeName | None
+    existed: bool
+
+
+class TopologyLoaded(Model):
+    request_id: str
+    cluster: ClusterIdField
+    nodes: int
+    devices: int
+
+
+class RequestFailed(Model):
+    """The one shape of every ``…failed`` event: a stable ``reason`` code and a human ``message``."""
+
+    request_id: str
+    cluster: str | None = None
+    volume_id: str | None = None
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]{1,64}$")]
+    message: str
+    retriable: bool = False
+
+
+class DeadLetter(Model):
+    """Why an event went to the dead-letter topic (carried in its headers)."""
+
+    reason: str
+    message: str
+    topic: str
+    partition: int
+    offset: int
+
+
+PREFIX = "org.gluster"
+PROVISION_REQUESTED = f"{PREFIX}.volume.provision.requested.v1"
+DELETE_REQUESTED = f"{PREFIX}.volume.delete.requested.v1"
+TOPOLOGY_LOAD_REQUESTED = f"{PREFIX}.topology.load.requested.v1"
+
+REQUEST_TYPES: dict[str, type[Model]] = {
+    PROVISION_REQUESTED: ProvisionVolume,
+    DELETE_REQUESTED: DeleteVolume,
+    TOPOLOGY_LOAD_REQUESTED: LoadTopology,
+}
+
+
+def succeeded_type(request_type: str) -> str:
+    return request_type.replace(".requested.", ".succeeded.")
+
+
+def failed_type(request_type: str) -> str:
+    return request_type.replace(".requested.", ".failed.")
+
+
+RESULT_TYPES: dict[str, type[Model]] = {
+    succeeded_type(PROVISION_REQUESTED): VolumeProvisioned,
+    failed_type(PROVISION_REQUESTED): RequestFailed,
+    succeeded_type(DELETE_REQUESTED): VolumeDeleted,
+    failed_type(DELETE_REQUESTED): RequestFailed,
+    succeeded_type(TOPOLOGY_LOAD_REQUESTED): TopologyLoaded,
+    failed_type(TOPOLOGY_LOAD_REQUESTED): RequestFailed,
+}

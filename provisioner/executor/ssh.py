@@ -1,0 +1,127 @@
+"""Runs node commands over SSH with asyncssh: pooled connections, verified host keys, bounded work.
+
+* One persistent connection per host, opened on first use and reopened after it breaks.
+* Host keys are checked against the configured known_hosts file; there is no auto-accept. A host
+  whose key is missing or different is refused and nothing runs there.
+* At most ``max_sessions`` commands run at once on a host (sshd's MaxSessions defaults to 10).
+* The argv is joined with ``shlex.join`` here, once: SSH carries a command string, and quoting it
+  in this one place is what keeps every argument a single, literal word on the node.
+asyncssh exceptions are translated here and go no further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from provisioner.errors import CommandTimeout, HostKeyRejected, NodeUnreachable
+from provisioner.executor import Argv, CommandResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SshOptions:
+    user: str
+    client_key: Path
+    known_hosts: Path
+    port: int = 22
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    max_sessions: int = 8
+
+
+class SshExecutor:
+    def __init__(self, options: SshOptions) -> None:
+        self._options = options
+        self._connections: dict[str, asyncssh.SSHClientConnection] = {}
+        self._connect_locks: dict[str, asyncio.Lock] = {}
+        self._sessions: dict[str, asyncio.Semaphore] = {}
+
+    async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
+        command = shlex.join(argv)
+        semaphore = self._sessions.setdefault(host, asyncio.Semaphore(self._options.max_sessions))
+        async with semaphore:
+            for attempt in (1, 2):
+                connection = await self._connection(host)
+                try:
+                    async with asyncio.timeout(timeout):
+                        completed = await connection.run(command, check=False)
+                    break
+                except TimeoutError:
+                    raise CommandTimeout(host, argv, timeout) from None
+                except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, ConnectionError) as e:
+                    # The pooled connection died (node restarted, network blip). The command never
+                    # started if the channel could not open; our node steps are idempotent anyway.
+                    self._forget(host, connection)
+                    if attempt == 2:
+                        raise NodeUnreachable(host, f"connection lost: {e}") from e
+                    log.info("ssh connection to %s broke (%s); reconnecting", host, e)
+        result = CommandResult(
+            host=host,
+            argv=argv,
+            exit_status=completed.exit_status if completed.exit_status is not None else -1,
+            stdout=_text(completed.stdout),
+            stderr=_text(completed.stderr),
+        )
+        return result.check() if check else result
+
+    async def _connection(self, host: str) -> asyncssh.SSHClientConnection:
+        connection = self._connections.get(host)
+        if connection is not None and not connection.is_closed():
+            return connection
+        lock = self._connect_locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            connection = self._connections.get(host)
+            if connection is not None and not connection.is_closed():
+                return connection
+            connection = await self._connect(host)
+            self._connections[host] = connection
+            return connection
+
+    async def _connect(self, host: str) -> asyncssh.SSHClientConnection:
+        options = self._options
+        try:
+            return await asyncssh.connect(
+                host,
+                port=options.port,
+                username=options.user,
+                client_keys=[str(options.client_key)],
+                known_hosts=str(options.known_hosts),
+                config=[],  # never read ~/.ssh/config: every option is explicit
+                connect_timeout=options.connect_timeout,
+                keepalive_interval=options.keepalive_interval,
+                agent_path=None,
+            )
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise HostKeyRejected(host, str(e)) from e
+        except asyncssh.PermissionDenied as e:
+            raise NodeUnreachable(host, f"authentication as {options.user} refused: {e}", delay=10.0) from e
+        except (OSError, asyncssh.Error) as e:
+            raise NodeUnreachable(host, f"{type(e).__name__}: {e}") from e
+
+    def _forget(self, host: str, connection: asyncssh.SSHClientConnection) -> None:
+        if self._connections.get(host) is connection:
+            del self._connections[host]
+        connection.abort()
+
+    async def close(self) -> None:
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
+            connection.close()
+        for connection in connections:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                await connection.wait_closed()
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data

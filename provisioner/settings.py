@@ -1,0 +1,99 @@
+"""Settings: environment variables ``PROVISIONER_<GROUP>__<FIELD>`` (or an env file), validated at start.
+
+Every field says its unit and why it exists. A bad value stops start-up with a message that names
+the setting (``provisioner.cli`` formats pydantic's error into ``PROVISIONER_KAFKA__BOOTSTRAP: ...``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PROVISIONER_"
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(Group):
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
+    requests_topic: str = Field("gluster.requests", description="Requests in; key = cluster id.")
+    results_topic: str = Field(
+        "gluster.results", description="One terminal result per request; key = volume id."
+    )
+    state_topic: str = Field("gluster.state", description="Compacted desired state; key = object id.")
+    dlq_topic: str = Field("gluster.dlq", description="Undecodable or invalid events, with the reason.")
+    group_id: str = Field("gluster-provisioner", description="Consumer group of the daemons.")
+    transactional_id_prefix: str = Field(
+        "gluster-provisioner", description="Prefix of per-partition transactional ids (fences zombies)."
+    )
+    requests_partitions: Annotated[int, Field(ge=1)] = Field(
+        6,
+        description="Partitions when the daemon creates the requests topic; more = more clusters in parallel.",
+    )
+    replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="For topics the daemon creates.")
+    request_timeout: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds for broker calls.")
+
+
+class SshSettings(Group):
+    user: str = Field("root", description="Login on storage nodes (gluster and mount need root).")
+    key_file: Path = Field(Path("/etc/provisioner/ssh/id_ed25519"), description="Client private key.")
+    known_hosts: Path = Field(
+        Path("/etc/provisioner/ssh/known_hosts"), description="Trusted host keys; unknown hosts are refused."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    connect_timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Seconds to open a connection.")
+    max_sessions_per_host: Annotated[int, Field(ge=1, le=100)] = Field(
+        8, description="Concurrent commands per node; keep below sshd MaxSessions (default 10)."
+    )
+
+
+class StorageSettings(Group):
+    command_timeout: Annotated[float, Field(gt=0)] = Field(120.0, description="Seconds per brick command.")
+    gluster_timeout: Annotated[int, Field(ge=5)] = Field(
+        120, description="Seconds for the gluster CLI (--timeout); the SSH timeout adds 30 on top."
+    )
+    min_brick_size: Annotated[int, Field(ge=300 * 1024**2)] = Field(
+        1024**3, description="Bytes; smaller volumes get a brick of this size (XFS needs >= 300 MiB)."
+    )
+    max_brick_size: Annotated[int, Field(ge=1024**3)] = Field(4 * 1024**4, description="Bytes per brick.")
+    max_bricks_per_volume: Annotated[int, Field(ge=1)] = 32
+    busy_retries: Annotated[int, Field(ge=0)] = Field(
+        8, description="Retries of a gluster call answered 'Another transaction is in progress'."
+    )
+
+
+class WorkerSettings(Group):
+    max_attempts: Annotated[int, Field(ge=1)] = Field(
+        5, description="Tries of a request that fails temporarily before it is answered as failed."
+    )
+    retry_backoff: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="Seconds before the 2nd try; doubles."
+    )
+    retry_backoff_max: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds, cap of the backoff.")
+    shutdown_grace: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="Seconds in-flight work may take to finish after SIGTERM."
+    )
+
+
+class HttpSettings(Group):
+    host: str = Field("0.0.0.0", description="Address of /metrics, /healthz and /readyz.")  # noqa: S104
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(9464, description="0 disables the HTTP server.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    ssh: SshSettings = SshSettings()
+    storage: StorageSettings = StorageSettings()
+    worker: WorkerSettings = WorkerSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    source: str = Field("/gluster-provisioner", description="CloudEvents source of events this daemon emits.")

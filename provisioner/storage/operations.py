@@ -1,0 +1,211 @@
+"""The gluster volume lifecycle on the nodes: bricks, create, options, start; stop, delete, destroy.
+
+Each public operation is idempotent and converges: re-running it after a crash at any step finishes
+the job (a volume that already exists with our id is adopted; one that is already gone counts as
+deleted). glusterd answers "Another transaction is in progress" when two operations touch one
+volume; those calls are retried with exponential backoff. The gluster CLI runs on the manage host
+of the volume's first node that answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from provisioner.domain import Brick, Cluster, Volume
+from provisioner.errors import (
+    GlusterBusy,
+    GlusterError,
+    NodeUnreachable,
+    PermanentError,
+    ProvisionerError,
+    TemporaryError,
+    VolumeConflict,
+)
+from provisioner.executor import Executor
+from provisioner.settings import StorageSettings
+from provisioner.storage import commands
+from provisioner.storage.backends import Backend, BrickSpec, backend_for
+from provisioner.storage.parsing import OpResult, VolumeInfo, parse_op_result, parse_volume_info
+
+log = logging.getLogger(__name__)
+
+ID_OPTION = "user.provisioner.id"
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def brick_specs(cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None = None) -> list[BrickSpec]:
+    specs = []
+    for brick in bricks if bricks is not None else volume.bricks:
+        node, device = cluster.device(brick.device)
+        specs.append(
+            BrickSpec(
+                node=node,
+                device=device,
+                brick=brick,
+                volume=volume.id,
+                brick_root=cluster.brick_root,
+                gid=volume.gid,
+            )
+        )
+    return specs
+
+
+def mount_source(cluster: Cluster, volume: Volume) -> tuple[str, list[str]]:
+    """``host:/name`` for the FUSE client and the other storage hosts as volfile backups."""
+    hosts: list[str] = []
+    for brick in volume.bricks:
+        host = cluster.node(brick.node).storage
+        if host not in hosts:
+            hosts.append(host)
+    return f"{hosts[0]}:/{volume.name}", hosts[1:]
+
+
+class VolumeOperations:
+    def __init__(
+        self, executor: Executor, settings: StorageSettings, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self._executor = executor
+        self._settings = settings
+        self._sleep = sleep
+
+    def _backend(self, spec: BrickSpec) -> Backend:
+        return backend_for(spec.device.backend, self._executor, timeout=self._settings.command_timeout)
+
+    # --- bricks ---------------------------------------------------------------------------------
+
+    async def create_bricks(self, cluster: Cluster, volume: Volume) -> None:
+        """Build every brick, in parallel across nodes. On failure the bricks are left for
+        ``remove`` to clean: the caller decides between retrying and rolling back."""
+        specs = brick_specs(cluster, volume)
+        results = await asyncio.gather(*(self._backend(s).create(s) for s in specs), return_exceptions=True)
+        _raise_first(results)
+
+    async def destroy_bricks(self, cluster: Cluster, volume: Volume) -> None:
+        specs = brick_specs(cluster, volume)
+        results = await asyncio.gather(*(self._backend(s).destroy(s) for s in specs), return_exceptions=True)
+        _raise_first(results)
+
+    # --- gluster --------------------------------------------------------------------------------
+
+    async def create_volume(self, cluster: Cluster, volume: Volume) -> None:
+        """``volume create`` (adopting a volume of ours that already exists), options, ``start``."""
+        timeout = self._settings.gluster_timeout
+        bricks = [
+            commands.brick_argument(spec.node.storage, spec.path) for spec in brick_specs(cluster, volume)
+        ]
+        argv = commands.volume_create(volume.name, volume.durability, bricks, timeout=timeout)
+        created = await self._gluster(cluster, volume, argv)
+        if not created.ok:
+            if not created.exists:
+                raise GlusterError(f"volume create {volume.name}: {created.message}")
+            await self._adopt(cluster, volume)
+        for key, value in ((ID_OPTION, volume.id), *volume.options):
+            result = await self._gluster(
+                cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout)
+            )
+            if not result.ok:
+                raise GlusterError(
+                    f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption"
+                )
+        started = await self._gluster(cluster, volume, commands.volume_start(volume.name, timeout=timeout))
+        if not started.ok and not started.already_started:
+            raise GlusterError(f"volume start {volume.name}: {started.message}")
+
+    async def _adopt(self, cluster: Cluster, volume: Volume) -> None:
+        info = await self.volume_info(cluster, volume)
+        owner = info.options.get(ID_OPTION) if info else None
+        if info is None or owner not in (None, volume.id):
+            raise VolumeConflict(
+                f"a gluster volume named {volume.name} already exists and belongs to "
+                f"{owner or 'someone else'}",
+                reason="VolumeNameTaken",
+            )
+
+    async def delete_volume(self, cluster: Cluster, volume: Volume) -> bool:
+        """Stop and delete; returns whether gluster still had the volume."""
+        timeout = self._settings.gluster_timeout
+        stopped = await self._gluster(
+            cluster, volume, commands.volume_stop(volume.name, timeout=timeout, force=True)
+        )
+        if not stopped.ok and not (stopped.missing or stopped.not_started):
+            raise GlusterError(f"volume stop {volume.name}: {stopped.message}")
+        deleted = await self._gluster(cluster, volume, commands.volume_delete(volume.name, timeout=timeout))
+        if not deleted.ok and not deleted.missing:
+            raise GlusterError(f"volume delete {volume.name}: {deleted.message}")
+        return deleted.ok
+
+    async def volume_info(self, cluster: Cluster, volume: Volume) -> VolumeInfo | None:
+        argv = commands.volume_info(volume.name, timeout=self._settings.gluster_timeout)
+        result, stdout = await self._gluster_raw(cluster, volume, argv)
+        if not result.ok:
+            if result.missing:
+                return None
+            raise GlusterError(f"volume info {volume.name}: {result.message}")
+        found = parse_volume_info(stdout)
+        return found[0] if found else None
+
+    async def remove(self, cluster: Cluster, volume: Volume) -> bool:
+        """Everything ``delete`` and rollback need: the gluster volume, then its bricks."""
+        existed = await self.delete_volume(cluster, volume)
+        await self.destroy_bricks(cluster, volume)
+        return existed
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _gluster(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> OpResult:
+        result, _ = await self._gluster_raw(cluster, volume, argv)
+        return result
+
+    async def _gluster_raw(
+        self, cluster: Cluster, volume: Volume, argv: commands.Argv
+    ) -> tuple[OpResult, str]:
+        delay = 0.25
+        for attempt in range(self._settings.busy_retries + 1):
+            result, stdout = await self._on_any_node(cluster, volume, argv)
+            if not result.busy:
+                if result.unreachable:
+                    raise TemporaryError(
+                        f"{' '.join(argv[4:6])} {volume.name}: {result.message}",
+                        reason="NodeUnreachable",
+                        delay=5.0,
+                    )
+                return result, stdout
+            log.info("gluster busy on %s (attempt %d): %s", volume.name, attempt + 1, result.message)
+            await self._sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise GlusterBusy(f"gluster kept answering busy for {volume.name}: {result.message}", delay=10.0)
+
+    async def _on_any_node(
+        self, cluster: Cluster, volume: Volume, argv: commands.Argv
+    ) -> tuple[OpResult, str]:
+        """Run a gluster CLI call on the first reachable node holding one of the volume's bricks."""
+        hosts: list[str] = []
+        for brick in volume.bricks:
+            host = cluster.node(brick.node).manage
+            if host not in hosts:
+                hosts.append(host)
+        last: NodeUnreachable | None = None
+        for host in hosts:
+            try:
+                completed = await self._executor.run(
+                    host, argv, timeout=self._settings.gluster_timeout + 30, check=False
+                )
+            except NodeUnreachable as e:
+                last = e
+                continue
+            return parse_op_result(completed.stdout, completed.stderr), completed.stdout
+        assert last is not None
+        raise last
+
+
+def _raise_first(results: Sequence[object]) -> None:
+    """Re-raise the most telling failure: permanent before temporary before anything else."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return
+    for kind in (PermanentError, TemporaryError, ProvisionerError, BaseException):
+        for error in errors:
+            if isinstance(error, kind):
+                raise error

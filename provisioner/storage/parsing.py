@@ -1,0 +1,139 @@
+"""Parsers for what the nodes print: ``gluster --xml`` documents and CLI error text.
+
+gluster exits 0 with ``--xml`` even when an operation failed, so the verdict is ``opRet`` /
+``opErrstr`` inside the document. Parsers are pure and strict: output that is not what gluster
+prints raises ``UnparsableOutput`` naming what was missing, instead of being half-understood.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+_BUSY = re.compile(r"Another transaction is in progress", re.IGNORECASE)
+_MISSING = re.compile(r"(does not exist|not found)", re.IGNORECASE)
+_EXISTS = re.compile(r"already exists", re.IGNORECASE)
+_ALREADY_STARTED = re.compile(r"already started", re.IGNORECASE)
+_NOT_STARTED = re.compile(r"is not in the started state", re.IGNORECASE)
+_UNREACHABLE = re.compile(
+    r"(not connected|Connection failed|Request timed out|Transport endpoint|Locking failed|peers are down)",
+    re.IGNORECASE,
+)
+
+
+class UnparsableOutput(ValueError):
+    """Node output that does not have the expected shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """The verdict of one gluster CLI call."""
+
+    ok: bool
+    errno: int
+    message: str
+
+    @property
+    def busy(self) -> bool:
+        return _BUSY.search(self.message) is not None
+
+    @property
+    def missing(self) -> bool:
+        return _MISSING.search(self.message) is not None
+
+    @property
+    def exists(self) -> bool:
+        return _EXISTS.search(self.message) is not None
+
+    @property
+    def already_started(self) -> bool:
+        return _ALREADY_STARTED.search(self.message) is not None
+
+    @property
+    def not_started(self) -> bool:
+        return _NOT_STARTED.search(self.message) is not None
+
+    @property
+    def unreachable(self) -> bool:
+        return _UNREACHABLE.search(self.message) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BrickInfo:
+    host: str
+    path: str
+    host_uuid: str
+    arbiter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    name: str
+    id: str
+    status: str  # "Created", "Started", "Stopped"
+    type: str  # "Replicate", "Distribute", "Disperse", "Distributed-Replicate", ...
+    brick_count: int
+    bricks: tuple[BrickInfo, ...]
+    options: dict[str, str]
+
+
+def _root(xml_text: str) -> ET.Element:
+    try:
+        return ET.fromstring(xml_text)  # noqa: S314
+    except ET.ParseError as e:
+        raise UnparsableOutput(f"not an XML document: {e}: {xml_text[:200]!r}") from e
+
+
+def _text(element: ET.Element, path: str) -> str:
+    found = element.find(path)
+    if found is None:
+        raise UnparsableOutput(f"gluster XML has no <{path}>")
+    return (found.text or "").strip()
+
+
+def parse_op_result(stdout: str, stderr: str = "") -> OpResult:
+    """Verdict of a ``--xml`` call. Plain-text output (glusterd down) becomes a failure."""
+    text = stdout.strip()
+    if not text.startswith("<"):
+        message = (stderr.strip() or text or "gluster printed nothing").splitlines()[-1]
+        return OpResult(ok=False, errno=-1, message=message)
+    root = _root(text)
+    ret = int(_text(root, "opRet") or "0")
+    errno = int(_text(root, "opErrno") or "0")
+    message = _text(root, "opErrstr")
+    return OpResult(ok=ret == 0, errno=errno, message=message)
+
+
+def parse_volume_info(xml_text: str) -> list[VolumeInfo]:
+    """All volumes in a ``volume info --xml`` document (an empty list when there are none)."""
+    root = _root(xml_text)
+    volumes = []
+    for vol in root.iterfind("volInfo/volumes/volume"):
+        bricks = []
+        for brick in vol.iterfind("bricks/brick"):
+            name = _text(brick, "name")
+            host, sep, path = name.partition(":")
+            if not sep:
+                raise UnparsableOutput(f"brick name {name!r} is not host:/path")
+            bricks.append(
+                BrickInfo(
+                    host=host,
+                    path=path,
+                    host_uuid=_text(brick, "hostUuid"),
+                    arbiter=_text(brick, "isArbiter") == "1",
+                )
+            )
+        options = {_text(o, "name"): _text(o, "value") for o in vol.iterfind("options/option")}
+        volumes.append(
+            VolumeInfo(
+                name=_text(vol, "name"),
+                id=_text(vol, "id"),
+                status=_text(vol, "statusStr"),
+                type=_text(vol, "typeStr"),
+                brick_count=int(_text(vol, "brickCount")),
+                bricks=tuple(bricks),
+                options=options,
+            )
+        )
+    return volumes

@@ -1,0 +1,329 @@
+"""Turns one validated request into node work and an outcome: a result event plus state changes.
+
+The worker knows nothing about Kafka. The caller publishes the outcome, the state changes and the
+input offset in one transaction. Before any node work on a new volume, the worker records the
+volume as ``creating`` through ``IntentWriter``, so a crash at any later instant leaves state that
+names every brick it may have made: a redelivered request resumes those exact bricks, and nothing
+on a node is ever unowned.
+
+Temporary failures are retried with exponential backoff up to ``worker.max_attempts``; then, or on a
+permanent failure, a half-made volume is rolled back and the request is answered as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from provisioner import metrics
+from provisioner.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
+from provisioner.domain import (
+    Cluster,
+    ClusterId,
+    RequestId,
+    Volume,
+    VolumeId,
+    VolumeStatus,
+    derive_id,
+    volume_name_for,
+)
+from provisioner.errors import (
+    InvalidTopology,
+    PermanentError,
+    ProvisionerError,
+    TemporaryError,
+    UnknownCluster,
+    VolumeConflict,
+)
+from provisioner.events import models
+from provisioner.events.envelope import Event, new_event
+from provisioner.settings import Settings
+from provisioner.state import DesiredState, StateChange
+from provisioner.storage.operations import VolumeOperations, mount_source
+from provisioner.topology import cluster_from
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class IntentWriter(Protocol):
+    async def record(self, changes: list[StateChange]) -> None:
+        """Durably publish state changes now (before node work), and apply them locally."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: Event
+    key: str
+    changes: list[StateChange]
+
+
+class Worker:
+    def __init__(
+        self,
+        state: DesiredState,
+        operations: VolumeOperations,
+        settings: Settings,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._state = state
+        self._ops = operations
+        self._settings = settings
+        self._sleep = sleep
+        storage = settings.storage
+        self._limits = Limits(
+            min_brick=storage.min_brick_size,
+            max_brick=storage.max_brick_size,
+            max_bricks=storage.max_bricks_per_volume,
+        )
+
+    async def handle(self, event: Event, intent: IntentWriter) -> Outcome:
+        """Always returns an outcome; only a bug or cancellation escapes as an exception."""
+        started = time.monotonic()
+        kind = event.type.split(".")[2] if event.type.count(".") >= 3 else "unknown"
+        try:
+            match event.data:
+                case models.ProvisionVolume() as data:
+                    outcome = await self._provision(event, data, intent)
+                case models.DeleteVolume() as data:
+                    outcome = await self._delete(event, data)
+                case models.LoadTopology() as data:
+                    outcome = self._load_topology(event, data)
+                case _:
+                    raise PermanentError(f"no handler for {event.type}", reason="UnknownType")
+        except ProvisionerError as e:
+            outcome = self._failed(event, e, cluster=getattr(event.data, "cluster", None))
+        succeeded = ".succeeded." in outcome.result.type
+        metrics.REQUESTS_DONE.labels(
+            kind,
+            "succeeded" if succeeded else "failed",
+            "" if succeeded else getattr(outcome.result.data, "reason", ""),
+        ).inc()
+        metrics.REQUEST_SECONDS.labels(kind).observe(time.monotonic() - started)
+        return outcome
+
+    # --- provision ------------------------------------------------------------------------------
+
+    async def _provision(self, event: Event, data: models.ProvisionVolume, intent: IntentWriter) -> Outcome:
+        cluster = self._cluster(data.cluster)
+        volume_id = VolumeId(data.volume_id or derive_id("volume", event.id))
+        name = data.name or volume_name_for(volume_id)
+        existing = self._state.volumes.get(volume_id)
+        if existing is not None and existing.status is VolumeStatus.ONLINE:
+            return self._provisioned(event, existing)  # the same request again: the same answer
+        if existing is not None and existing.status is VolumeStatus.DELETING:
+            raise VolumeConflict(f"volume {volume_id} is being deleted")
+        holder = self._state.volume_named(cluster.id, name)
+        if holder is not None and holder.id != volume_id:
+            raise VolumeConflict(
+                f"volume name {name} is taken by volume {holder.id}", reason="VolumeNameTaken"
+            )
+
+        if existing is None:
+            started = time.monotonic()
+            plan = plan_volume(
+                PlacementRequest(
+                    volume=volume_id,
+                    size=data.size,
+                    durability=data.durability.to_domain(),
+                    zone_checking=ZoneChecking(data.zone_checking),
+                ),
+                cluster,
+                self._state.usage(cluster.id),
+                self._limits,
+            )
+            metrics.STEP_SECONDS.labels("allocate").observe(time.monotonic() - started)
+            volume = Volume(
+                id=volume_id,
+                name=name,
+                cluster=cluster.id,
+                size=data.size,
+                durability=data.durability.to_domain(),
+                bricks=plan.bricks,
+                status=VolumeStatus.CREATING,
+                gid=data.gid,
+                options=tuple(sorted(data.options.items())),
+                request=RequestId(event.id),
+                labels=tuple(sorted(data.labels.items())),
+            )
+            await intent.record([StateChange.put_volume(volume)])
+        else:
+            volume = existing  # resume a create interrupted by a crash: the same bricks
+
+        async def build() -> None:
+            with metrics.step("brick_create"):
+                await self._ops.create_bricks(cluster, volume)
+            with metrics.step("gluster_create"):
+                await self._ops.create_volume(cluster, volume)
+
+        try:
+            await self._retrying(build, what=f"provision {volume.name}")
+        except ProvisionerError as failure:
+            return await self._roll_back(event, volume, failure)
+        online = dataclasses.replace(volume, status=VolumeStatus.ONLINE)
+        outcome = self._provisioned(event, online)
+        return dataclasses.replace(outcome, changes=[StateChange.put_volume(online)])
+
+    async def _roll_back(self, event: Event, volume: Volume, failure: ProvisionerError) -> Outcome:
+        cluster = self._cluster(volume.cluster)
+        try:
+            with metrics.step("rollback"):
+                await self._retrying(
+                    lambda: self._ops.remove(cluster, volume), what=f"roll back {volume.name}"
+                )
+        except ProvisionerError as e:
+            # Keep the 'creating' record: the volume stays owned, and reconcile finishes the cleanup.
+            log.error("rollback of %s failed, its record is kept for reconcile: %s", volume.name, e)
+            return self._failed(event, failure, cluster=volume.cluster, volume=volume.id)
+        outcome = self._failed(event, failure, cluster=volume.cluster, volume=volume.id)
+        return dataclasses.replace(outcome, changes=[StateChange.delete_volume(volume.id)])
+
+    def _provisioned(self, event: Event, volume: Volume) -> Outcome:
+        cluster = self._cluster(volume.cluster)
+        mount, backups = mount_source(cluster, volume)
+        bricks = []
+        for brick in volume.bricks:
+            node, _ = cluster.device(brick.device)
+            bricks.append(
+                models.BrickOut(
+                    id=brick.id,
+                    node=brick.node,
+                    host=node.storage,
+                    path=f"{cluster.brick_root}/vg_{brick.device}/brick_{brick.id}/brick",
+                    device=brick.device,
+                    size=brick.size,
+                    arbiter=brick.arbiter,
+                )
+            )
+        data = models.VolumeProvisioned(
+            request_id=event.id,
+            volume=models.VolumeOut(
+                cluster=volume.cluster,
+                volume_id=volume.id,
+                name=volume.name,
+                size=volume.size,
+                durability=models.durability_spec(volume.durability),
+                bricks=bricks,
+                mount=mount,
+                backup_servers=backups,
+                gid=volume.gid,
+            ),
+        )
+        return self._result(event, data, key=volume.id, subject=volume.id)
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    async def _delete(self, event: Event, data: models.DeleteVolume) -> Outcome:
+        cluster = self._cluster(data.cluster)
+        volume = (
+            self._state.volumes.get(VolumeId(data.volume_id))
+            if data.volume_id
+            else self._state.volume_named(cluster.id, data.name or "")
+        )
+        if volume is None or volume.cluster != cluster.id:
+            gone = models.VolumeDeleted(
+                request_id=event.id,
+                cluster=cluster.id,
+                volume_id=data.volume_id,
+                name=data.name,
+                existed=False,
+            )
+            return self._result(event, gone, key=data.volume_id or cluster.id, subject=data.volume_id)
+
+        async def remove() -> None:
+            with metrics.step("gluster_delete"):
+                await self._ops.remove(cluster, volume)
+
+        await self._retrying(remove, what=f"delete {volume.name}")
+        deleted = models.VolumeDeleted(
+            request_id=event.id, cluster=cluster.id, volume_id=volume.id, name=volume.name, existed=True
+        )
+        outcome = self._result(event, deleted, key=volume.id, subject=volume.id)
+        return dataclasses.replace(outcome, changes=[StateChange.delete_volume(volume.id)])
+
+    # --- topology -------------------------------------------------------------------------------
+
+    def _load_topology(self, event: Event, data: models.LoadTopology) -> Outcome:
+        cluster = cluster_from(data)
+        known = {d.id for n in cluster.nodes for d in n.devices}
+        for volume in self._state.volumes_of(cluster.id):
+            missing = [b for b in volume.bricks if b.device not in known]
+            if missing:
+                raise InvalidTopology(
+                    f"the new topology drops device {missing[0].device}, which holds a brick of volume "
+                    f"{volume.name}; delete or move the volume first",
+                    reason="DeviceInUse",
+                )
+        loaded = models.TopologyLoaded(
+            request_id=event.id,
+            cluster=cluster.id,
+            nodes=len(cluster.nodes),
+            devices=sum(len(n.devices) for n in cluster.nodes),
+        )
+        outcome = self._result(event, loaded, key=cluster.id, subject=cluster.id)
+        return dataclasses.replace(outcome, changes=[StateChange.put_cluster(cluster)])
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _cluster(self, cluster_id: str) -> Cluster:
+        cluster = self._state.clusters.get(ClusterId(cluster_id))
+        if cluster is None:
+            raise UnknownCluster(
+                f"cluster {cluster_id} has no topology; load one with `provisioner topology load`"
+            )
+        return cluster
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], *, what: str) -> T:
+        worker = self._settings.worker
+        delay = worker.retry_backoff
+        for number in range(1, worker.max_attempts + 1):
+            try:
+                return await attempt()
+            except TemporaryError as e:
+                if number == worker.max_attempts:
+                    raise
+                wait = max(delay, e.delay) if e.delay else delay
+                wait = min(wait, worker.retry_backoff_max)
+                log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, number, e, wait)
+                metrics.RETRIES.labels(e.reason).inc()
+                await self._sleep(wait)
+                delay = min(delay * 2, worker.retry_backoff_max)
+            except ProvisionerError:
+                raise
+            except Exception as e:
+                # Unknown failures are temporary with bounded retries, then permanent.
+                if number == worker.max_attempts:
+                    raise PermanentError(f"{what}: {type(e).__name__}: {e}", reason="Internal") from e
+                log.exception("%s: unexpected error on attempt %d", what, number)
+                metrics.RETRIES.labels("Internal").inc()
+                await self._sleep(min(delay, worker.retry_backoff_max))
+                delay = min(delay * 2, worker.retry_backoff_max)
+        raise AssertionError("unreachable")
+
+    def _result(self, event: Event, data: models.Model, *, key: str, subject: str | None) -> Outcome:
+        result = new_event(
+            models.succeeded_type(event.type), data, source=self._settings.source, subject=subject
+        )
+        return Outcome(result=result, key=key, changes=[])
+
+    def _failed(
+        self, event: Event, error: ProvisionerError, *, cluster: str | None, volume: str | None = None
+    ) -> Outcome:
+        data = models.RequestFailed(
+            request_id=event.id,
+            cluster=cluster,
+            volume_id=volume,
+            reason=error.reason,
+            message=str(error),
+            retriable=isinstance(error, TemporaryError),
+        )
+        result = new_event(models.failed_type(event.type), data, source=self._settings.source, subject=volume)
+        return Outcome(result=result, key=volume or cluster or "", changes=[])
