@@ -124,8 +124,18 @@ class VolumeOperations:
             )
 
     async def delete_volume(self, cluster: Cluster, volume: Volume) -> bool:
-        """Stop and delete; returns whether gluster still had the volume."""
+        """Stop and delete our gluster volume; returns whether gluster still had it.
+
+        A volume of that name that is not ours (another id, or other bricks) is never touched.
+        """
         timeout = self._settings.gluster_timeout
+        info = await self.volume_info(cluster, volume)
+        if info is None:
+            return False
+        if not _owned(info, cluster, volume):
+            owner = info.options.get(ID_OPTION)
+            log.warning("gluster volume %s is not ours (owner %s); leaving it alone", volume.name, owner)
+            return False
         stopped = await self._gluster(
             cluster, volume, commands.volume_stop(volume.name, timeout=timeout, force=True)
         )
@@ -198,6 +208,15 @@ class VolumeOperations:
             return parse_op_result(completed.stdout, completed.stderr), completed.stdout
         assert last is not None
         raise last
+
+
+def _owned(info: VolumeInfo, cluster: Cluster, volume: Volume) -> bool:
+    """Ours if it carries our id, or (created but not yet tagged) consists of our bricks only."""
+    owner = info.options.get(ID_OPTION)
+    if owner is not None:
+        return owner == volume.id
+    ours = {(spec.node.storage, spec.path) for spec in brick_specs(cluster, volume)}
+    return bool(info.bricks) and all((b.host, b.path) in ours for b in info.bricks)
 
 
 def _raise_first(results: Sequence[object]) -> None:

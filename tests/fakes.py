@@ -1,0 +1,137 @@
+"""A fake storage cluster behind the Executor protocol, for unit tests and fault injection only.
+
+It models just enough node state (images, mounts, directories, gluster volumes) to answer the
+provisioner's commands the way real nodes do, including gluster's XML verdicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from provisioner.errors import CommandFailed
+from provisioner.executor import Argv, CommandResult
+
+Fault = Callable[[str, Argv], BaseException | CommandResult | None]
+
+
+def xml(ret: int = 0, errstr: str = "", body: str = "") -> str:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<cliOutput><opRet>{ret}</opRet>'
+        f"<opErrno>{0 if ret == 0 else 30800}</opErrno><opErrstr>{errstr}</opErrstr>{body}</cliOutput>"
+    )
+
+
+@dataclass
+class FakeVolume:
+    bricks: list[str]
+    started: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class FakeNodes:
+    def __init__(self) -> None:
+        self.files: set[tuple[str, str]] = set()
+        self.mounts: dict[tuple[str, str], str] = {}
+        self.dirs: set[tuple[str, str]] = set()
+        self.volumes: dict[str, FakeVolume] = {}
+        self.calls: list[tuple[str, Argv]] = []
+        self.faults: list[Fault] = []
+
+    async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
+        self.calls.append((host, argv))
+        for fault in self.faults:
+            injected = fault(host, argv)
+            if isinstance(injected, BaseException):
+                raise injected
+            if injected is not None:
+                return injected
+        status, out, err = self._execute(host, argv)
+        result = CommandResult(host, argv, status, out, err)
+        if check and status != 0:
+            raise CommandFailed(host, argv, status, out, err)
+        return result
+
+    async def close(self) -> None:
+        return None
+
+    def _execute(self, host: str, argv: Argv) -> tuple[int, str, str]:
+        words = [a for a in argv if a != "--"]
+        match words:
+            case ["mountpoint", "-q", path]:
+                return (0 if (host, path) in self.mounts else 1), "", ""
+            case ["mkdir", "-p", path]:
+                self.dirs.add((host, path))
+                return 0, "", ""
+            case ["truncate", "-s", _, path]:
+                self.files.add((host, path))
+                return 0, "", ""
+            case ["setfattr", *_, path] | ["mkfs.xfs", *_, path]:
+                return (0, "", "") if (host, path) in self.files else (1, "", f"{path}: No such file")
+            case ["mount", "-o", _, image, path]:
+                self.mounts[(host, path)] = image
+                return 0, "", ""
+            case ["umount", path]:
+                return (0, "", "") if self.mounts.pop((host, path), None) else (32, "", "not mounted")
+            case ["chown" | "chmod", *_]:
+                return 0, "", ""
+            case ["rm", "-f", path]:
+                self.files.discard((host, path))
+                return 0, "", ""
+            case ["rmdir", path]:
+                self.dirs.discard((host, path))
+                return 0, "", ""
+            case ["gluster", "--mode=script", "--xml", _, "volume", *rest]:
+                return 0, self._gluster(rest), ""
+        return 127, "", f"fake: unknown command {argv}"
+
+    def _gluster(self, rest: list[str]) -> str:
+        match rest:
+            case ["create", name, *spec]:
+                if name in self.volumes:
+                    return xml(-1, f"Volume {name} already exists")
+                self.volumes[name] = FakeVolume(bricks=[s for s in spec if ":" in s])
+                return xml()
+            case ["set", name, key, value]:
+                if name not in self.volumes:
+                    return xml(-1, f"Volume {name} does not exist")
+                self.volumes[name].options[key] = value
+                return xml()
+            case ["start", name]:
+                if name not in self.volumes:
+                    return xml(-1, f"Volume {name} does not exist")
+                if self.volumes[name].started:
+                    return xml(-1, f"Volume {name} already started")
+                self.volumes[name].started = True
+                return xml()
+            case ["stop", name, *_]:
+                if name not in self.volumes:
+                    return xml(-1, f"Volume {name} does not exist")
+                if not self.volumes[name].started:
+                    return xml(-1, f"Volume {name} is not in the started state")
+                self.volumes[name].started = False
+                return xml()
+            case ["delete", name]:
+                if name not in self.volumes:
+                    return xml(-1, f"Volume {name} does not exist")
+                del self.volumes[name]
+                return xml()
+            case ["info", name]:
+                volume = self.volumes.get(name)
+                if volume is None:
+                    return xml(-1, "Volume does not exist")
+                options = "".join(
+                    f"<option><name>{k}</name><value>{v}</value></option>" for k, v in volume.options.items()
+                )
+                bricks = "".join(
+                    f"<brick><name>{b}</name><hostUuid>u</hostUuid><isArbiter>0</isArbiter></brick>"
+                    for b in volume.bricks
+                )
+                body = (
+                    f"<volInfo><volumes><volume><name>{name}</name><id>i</id><statusStr>"
+                    f"{'Started' if volume.started else 'Created'}</statusStr><typeStr>Replicate</typeStr>"
+                    f"<brickCount>{len(volume.bricks)}</brickCount><bricks>{bricks}</bricks>"
+                    f"<options>{options}</options></volume></volumes></volInfo>"
+                )
+                return xml(body=body)
+        return xml(-1, f"fake gluster: unsupported {rest}")

@@ -1,0 +1,239 @@
+"""Access to the real local stack (Kafka broker, gluster nodes) for integration and e2e tests.
+
+The stack is started by ``deploy/dev/stack up`` (``deploy/dev/test`` and ``.ci/run`` do it first).
+If it is not up, the fixture starts it; if that fails, the test run fails with the reason. There
+are no skips: a missing part is a failing test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from provisioner.events.envelope import Event, decode_result
+from provisioner.executor.ssh import SshExecutor, SshOptions
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_STATE = Path(os.environ.get("DEV_STATE", REPO / ".dev"))
+STACK = REPO / "deploy" / "dev" / "stack"
+
+
+def read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
+def ensure_stack() -> None:
+    status = subprocess.run([str(STACK), "status"], capture_output=True, text=True)
+    if status.returncode == 0 and (DEV_STATE / "provisioner.env").is_file():
+        return
+    started = subprocess.run([str(STACK), "up"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(
+            f"the local stack is not up and `deploy/dev/stack up` failed (exit {started.returncode}):\n"
+            f"{started.stderr[-4000:]}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    gluster: dict[str, str]
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.env["PROVISIONER_KAFKA__BOOTSTRAP"]
+
+    @property
+    def nodes(self) -> list[str]:
+        return self.gluster["GLUSTER_NODES"].split(",")
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def daemon_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+        env.update(self.env)
+        env.update(
+            {
+                "PROVISIONER_KAFKA__REQUESTS_TOPIC": self.topic("requests"),
+                "PROVISIONER_KAFKA__RESULTS_TOPIC": self.topic("results"),
+                "PROVISIONER_KAFKA__STATE_TOPIC": self.topic("state"),
+                "PROVISIONER_KAFKA__DLQ_TOPIC": self.topic("dlq"),
+                "PROVISIONER_KAFKA__GROUP_ID": self.topic("group"),
+                "PROVISIONER_KAFKA__TRANSACTIONAL_ID_PREFIX": self.topic("tx"),
+                "PROVISIONER_KAFKA__REQUESTS_PARTITIONS": "3",
+                "PROVISIONER_WORKER__RETRY_BACKOFF": "0.2",
+                "PROVISIONER_WORKER__MAX_ATTEMPTS": "3",
+                "PROVISIONER_WORKER__SHUTDOWN_GRACE": "10",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def ssh(self) -> SshExecutor:
+        return SshExecutor(
+            SshOptions(
+                user="root",
+                client_key=Path(self.gluster["GLUSTER_SSH_KEY"]),
+                known_hosts=Path(self.gluster["GLUSTER_KNOWN_HOSTS"]),
+            )
+        )
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "provisioner", *args],
+            env=self.daemon_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def load_stack() -> Stack:
+    ensure_stack()
+    return Stack(env=read_env(DEV_STATE / "provisioner.env"), gluster=read_env(DEV_STATE / "gluster" / "env"))
+
+
+class Daemon:
+    """``provisioner run`` as a real child process."""
+
+    def __init__(self, stack: Stack, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.stack = stack
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = self.stack.daemon_env(PROVISIONER_HTTP__PORT=str(self.port), PROVISIONER_HTTP__HOST="127.0.0.1")
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "provisioner", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    async def wait_ready(self, timeout: float = 90) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.tail()}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise RuntimeError(f"daemon not ready within {timeout}s:\n{self.tail()}")
+
+    async def metrics(self) -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{self.port}/metrics") as r:
+            return await r.text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+async def produce(
+    stack: Stack,
+    value: bytes,
+    *,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None = None,
+    topic: str | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic or stack.topic("requests"), value=value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class TopicReader:
+    """Reads a topic from the beginning with read_committed, remembering everything it saw."""
+
+    stack: Stack
+    topic: str
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = field(default_factory=list)
+    consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> TopicReader:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.stack.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await self.consumer.start()
+        deadline = time.monotonic() + 60
+        while not (parts := self.consumer.partitions_for_topic(self.topic)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.topic} never appeared")
+            await self.consumer.topics()
+            await asyncio.sleep(0.2)
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.consumer is not None
+        await self.consumer.stop()
+
+    async def poll(self, seconds: float = 0.5) -> None:
+        assert self.consumer is not None
+        batches = await self.consumer.getmany(timeout_ms=int(seconds * 1000))
+        for records in batches.values():
+            self.records += [(r.key, r.value, list(r.headers)) for r in records]
+
+    async def results(self) -> AsyncIterator[Event]:
+        for _, value, _ in self.records:
+            yield decode_result(value)
+
+    async def wait_result(self, request_id: str, timeout: float = 240) -> Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, value, _ in self.records:
+                event = decode_result(value)
+                if getattr(event.data, "request_id", None) == request_id:
+                    return event
+            await self.poll()
+        raise TimeoutError(f"no result for {request_id} within {timeout}s")

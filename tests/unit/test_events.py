@@ -1,0 +1,114 @@
+"""Event decoding: every bad input becomes InvalidEvent with a reason, every good one a typed model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from provisioner.errors import InvalidEvent
+from provisioner.events import models
+from provisioner.events.envelope import decode_request, encode, header, new_event
+
+
+def envelope(data: dict[str, Any], type_: str = models.PROVISION_REQUESTED) -> bytes:
+    return json.dumps({"specversion": "1.0", "id": "r1", "source": "/test", "type": type_, "data": data}).encode()
+
+
+def test_round_trip_with_headers() -> None:
+    event = new_event(models.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=1), source="/t")
+    value, headers = encode(event)
+    decoded = decode_request(value)
+    assert decoded.data == event.data
+    assert decoded.id == event.id
+    assert header(headers, "ce_type") == models.PROVISION_REQUESTED
+    assert header(headers, "ce_specversion") == "1.0"
+    assert (
+        header(
+            headers,
+            "content-type",
+        )
+        == "application/cloudevents+json; charset=utf-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "MalformedJson"),
+        (b"\xff\xfe", "MalformedJson"),
+        (b"[1, 2]", "InvalidEnvelope"),
+        (
+            json.dumps(
+                {"specversion": "0.3", "id": "x", "source": "/", "type": models.PROVISION_REQUESTED, "data": {}}
+            ).encode(),
+            "InvalidEnvelope",
+        ),
+        (envelope({}, type_="org.example.nope.v1"), "UnknownType"),
+        (envelope({"cluster": "dev"}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "name": "bad/name"}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "name": "all"}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "options": {"x.y": "a b"}}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "options": {"user.provisioner.id": "a"}}), "InvalidData"),
+        (envelope({"cluster": "Dev!", "size": 1}), "InvalidData"),
+        (
+            envelope({"cluster": "dev", "size": 1, "durability": {"type": "replicate", "replica": 2, "arbiter": True}}),
+            "InvalidData",
+        ),
+        (
+            envelope({"cluster": "dev", "size": 1, "durability": {"type": "disperse", "data": 2, "redundancy": 2}}),
+            "InvalidData",
+        ),
+        (envelope({"cluster": "dev", "size": 1, "surprise": True}), "InvalidData"),
+        (envelope({"cluster": "dev"}, type_=models.DELETE_REQUESTED), "InvalidData"),
+        (None, "EmptyEvent"),
+    ],
+)
+def test_bad_events_name_their_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as failure:
+        decode_request(value)
+    assert failure.value.reason == reason
+
+
+def test_error_names_the_field() -> None:
+    with pytest.raises(InvalidEvent, match=r"durability\.replicate\.replica"):
+        decode_request(envelope({"cluster": "dev", "size": 1, "durability": {"type": "replicate", "replica": 9}}))
+
+
+def test_topology_device_paths_cannot_escape() -> None:
+    data = {
+        "cluster": "dev",
+        "nodes": [
+            {
+                "node": {"hostnames": {"manage": ["n1"], "storage": ["n1"]}},
+                "devices": [{"name": "/srv/../etc", "backend": "file", "capacity": 1}],
+            }
+        ],
+    }
+    with pytest.raises(InvalidEvent, match=r"'\.\.' segments"):
+        decode_request(envelope(data, type_=models.TOPOLOGY_LOAD_REQUESTED))
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_escape_as_other_errors(value: bytes) -> None:
+    with contextlib.suppress(InvalidEvent):
+        decode_request(value)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_arbitrary_json_data_never_escapes(data: object) -> None:
+    value = json.dumps(
+        {"specversion": "1.0", "id": "r", "source": "/", "type": models.PROVISION_REQUESTED, "data": data}
+    ).encode()
+    with contextlib.suppress(InvalidEvent):
+        decode_request(value)

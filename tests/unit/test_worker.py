@@ -1,0 +1,229 @@
+"""The worker against a fake node cluster: lifecycle, idempotency, rollback, retries, conflicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioner.domain import VolumeId, VolumeStatus
+from provisioner.errors import NodeUnreachable
+from provisioner.events import models
+from provisioner.events.envelope import Event, new_event
+from provisioner.executor import Argv, CommandResult
+from provisioner.settings import Settings
+from provisioner.state import DesiredState, StateChange
+from provisioner.storage.operations import VolumeOperations
+from provisioner.worker import Outcome, Worker
+from tests.fakes import FakeNodes, FakeVolume, xml
+
+GiB = 1024**3
+
+
+class Intent:
+    def __init__(self, state: DesiredState) -> None:
+        self.state = state
+        self.recorded: list[StateChange] = []
+
+    async def record(self, changes: list[StateChange]) -> None:
+        self.recorded += changes
+        for change in changes:
+            self.state.apply(change)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def topology(nodes: int = 3) -> models.LoadTopology:
+    return models.LoadTopology.model_validate(
+        {
+            "cluster": "dev",
+            "nodes": [
+                {
+                    "node": {"hostnames": {"manage": [f"10.0.0.{i}"], "storage": [f"10.0.0.{i}"]}, "zone": 1},
+                    "devices": [{"name": "/srv/devices/dev1", "backend": "file", "capacity": 100 * GiB}],
+                }
+                for i in range(1, nodes + 1)
+            ],
+        }
+    )
+
+
+class World:
+    def __init__(self, nodes: int = 3) -> None:
+        self.nodes = FakeNodes()
+        self.state = DesiredState()
+        self.intent = Intent(self.state)
+        self.worker = Worker(
+            self.state, VolumeOperations(self.nodes, Settings().storage, sleep=no_sleep), Settings(), sleep=no_sleep
+        )
+        self.topology = topology(nodes)
+
+    async def handle(self, event: Event) -> Outcome:
+        outcome = await self.worker.handle(event, self.intent)
+        for change in outcome.changes:
+            self.state.apply(change)
+        return outcome
+
+    async def load(self) -> Outcome:
+        return await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+
+    async def provision(self, **fields: object) -> Outcome:
+        data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
+        return await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
+
+    async def delete(self, **fields: object) -> Outcome:
+        data = models.DeleteVolume.model_validate({"cluster": "dev", **fields})
+        return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
+
+
+async def test_provision_then_delete_leaves_nothing() -> None:
+    world = World()
+    assert (await world.load()).result.type == models.succeeded_type(models.TOPOLOGY_LOAD_REQUESTED)
+    outcome = await world.provision(name="v1", gid=2001)
+    assert outcome.result.type == models.succeeded_type(models.PROVISION_REQUESTED)
+    data = outcome.result.data
+    assert isinstance(data, models.VolumeProvisioned)
+    assert len({b.host for b in data.volume.bricks}) == 3
+    assert world.nodes.volumes["v1"].started
+    assert world.nodes.volumes["v1"].options["user.provisioner.id"] == data.volume.volume_id
+    assert len(world.nodes.mounts) == 3
+    assert world.intent.recorded[0].key == f"volume/{data.volume.volume_id}"  # intent before node work
+    assert world.state.volumes[VolumeId(data.volume.volume_id)].status is VolumeStatus.ONLINE
+
+    deleted = await world.delete(name="v1")
+    assert isinstance(deleted.result.data, models.VolumeDeleted) and deleted.result.data.existed
+    assert world.nodes.volumes == {} and world.nodes.mounts == {} and world.nodes.files == set()
+    assert world.state.volumes == {}
+
+
+async def test_unknown_cluster_fails_with_reason() -> None:
+    outcome = await World().provision()
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "UnknownCluster"
+
+
+async def test_two_nodes_fail_with_not_enough_nodes() -> None:
+    world = World(nodes=2)
+    await world.load()
+    outcome = await world.provision()
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "NotEnoughNodes"
+    assert world.nodes.calls == []  # nothing touched a node
+
+
+async def test_gluster_failure_rolls_back_every_brick() -> None:
+    world = World()
+    await world.load()
+
+    def refuse_create(host: str, argv: Argv) -> CommandResult | None:
+        if "create" in argv:
+            return CommandResult(host, argv, 0, xml(-1, "Staging failed on 10.0.0.3. Error: disk on fire"), "")
+        return None
+
+    world.nodes.faults.append(refuse_create)
+    outcome = await world.provision(name="v2")
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "GlusterFailed"
+    assert "disk on fire" in outcome.result.data.message
+    assert world.nodes.mounts == {} and world.nodes.files == set()
+    assert world.state.volumes == {}
+
+
+async def test_busy_gluster_is_retried() -> None:
+    world = World()
+    await world.load()
+    busy = {"left": 3}
+
+    def busy_twice(host: str, argv: Argv) -> CommandResult | None:
+        if "start" in argv and busy["left"]:
+            busy["left"] -= 1
+            return CommandResult(host, argv, 0, xml(-1, "Another transaction is in progress for v3."), "")
+        return None
+
+    world.nodes.faults.append(busy_twice)
+    outcome = await world.provision(name="v3")
+    assert outcome.result.type.endswith("succeeded.v1")
+    assert busy["left"] == 0
+
+
+async def test_unreachable_node_fails_temporarily_then_rolls_back() -> None:
+    world = World()
+    await world.load()
+
+    def down(host: str, argv: Argv) -> Exception | None:
+        return NodeUnreachable(host, "connection refused") if host == "10.0.0.2" else None
+
+    world.nodes.faults.append(down)
+    outcome = await world.provision(name="v4")
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "NodeUnreachable"
+    assert outcome.result.data.retriable
+    assert "10.0.0.2" in outcome.result.data.message
+    # bricks on the reachable nodes were removed; the record stays because 10.0.0.2 could not be cleaned
+    assert all(host == "10.0.0.2" for host, _ in world.nodes.mounts)
+    assert any(v.status is VolumeStatus.CREATING for v in world.state.volumes.values())
+
+
+async def test_same_request_twice_gives_the_same_volume() -> None:
+    world = World()
+    await world.load()
+    data = models.ProvisionVolume(cluster="dev", size=GiB, name="v5")
+    event = new_event(models.PROVISION_REQUESTED, data, source="/t")
+    first = await world.handle(event)
+    second = await world.handle(event)
+    assert isinstance(first.result.data, models.VolumeProvisioned)
+    assert isinstance(second.result.data, models.VolumeProvisioned)
+    assert first.result.data.volume == second.result.data.volume
+    assert len(world.nodes.volumes) == 1
+
+
+async def test_crash_after_intent_resumes_the_same_bricks() -> None:
+    world = World()
+    await world.load()
+    data = models.ProvisionVolume(cluster="dev", size=GiB, name="v6")
+    event = new_event(models.PROVISION_REQUESTED, data, source="/t")
+
+    class Crash(BaseException):
+        pass
+
+    def crash_on_start(host: str, argv: Argv) -> BaseException | None:
+        return Crash() if "start" in argv else None
+
+    world.nodes.faults.append(crash_on_start)
+    with pytest.raises(Crash):
+        await world.handle(event)
+    world.nodes.faults.clear()
+    planned = next(iter(world.state.volumes.values()))
+    assert planned.status is VolumeStatus.CREATING
+    outcome = await world.handle(event)  # redelivery
+    assert isinstance(outcome.result.data, models.VolumeProvisioned)
+    assert [b.id for b in outcome.result.data.volume.bricks] == [b.id for b in planned.bricks]
+    assert world.nodes.volumes["v6"].started
+
+
+async def test_name_taken_by_someone_else_in_gluster() -> None:
+    world = World()
+    await world.load()
+    world.nodes.volumes["taken"] = FakeVolume(bricks=["10.0.0.9:/b"], options={"user.provisioner.id": "f" * 32})
+    outcome = await world.provision(name="taken")
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "VolumeNameTaken"
+    assert world.nodes.volumes["taken"].options["user.provisioner.id"] == "f" * 32  # untouched
+
+
+async def test_delete_of_unknown_volume_succeeds_as_nothing_to_do() -> None:
+    world = World()
+    await world.load()
+    outcome = await world.delete(name="ghost")
+    assert isinstance(outcome.result.data, models.VolumeDeleted)
+    assert not outcome.result.data.existed
+
+
+async def test_topology_cannot_drop_a_device_in_use() -> None:
+    world = World(nodes=4)
+    await world.load()
+    await world.provision(name="v7")
+    world.topology = topology(nodes=2)
+    outcome = await world.load()
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "DeviceInUse"
