@@ -92,8 +92,7 @@ def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limit
         share = _align(-(-request.size // (sets * durability.data_bricks)))
         if sets > 1 and share < limits.min_brick:
             raise last_failure or NoCapacity(
-                f"volume of {request.size} bytes would need bricks below the minimum brick size "
-                f"{limits.min_brick}",
+                f"volume of {request.size} bytes would need bricks below the minimum brick size {limits.min_brick}",
                 reason="MinimumBrickSize",
             )
         if sets * durability.set_size > limits.max_bricks:
@@ -148,9 +147,7 @@ def _place(
         used_zones: set[int] = set()
         for position in range(durability.set_size):
             is_arbiter = (
-                isinstance(durability, Replicate)
-                and durability.arbiter
-                and position == durability.set_size - 1
+                isinstance(durability, Replicate) and durability.arbiter and position == durability.set_size - 1
             )
             size = arbiter_size if is_arbiter else brick_size
             best = _best_device(
@@ -164,9 +161,7 @@ def _place(
             )
             if best is None:
                 raise NoCapacity(
-                    _shortfall(
-                        request, candidates, free, size=size, used_nodes=used_nodes, used_zones=used_zones
-                    ),
+                    _shortfall(request, candidates, free, size=size, used_nodes=used_nodes, used_zones=used_zones),
                     reason="NoDeviceWithSpace",
                 )
             node, device = best

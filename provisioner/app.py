@@ -66,14 +66,8 @@ async def run(settings: Settings) -> None:
     await ensure_topics(settings.kafka)
     await reader.start()
     records = await reader.catch_up()
-    log.info(
-        "state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes)
-    )
-    runner = (
-        await serve(readiness, host=settings.http.host, port=settings.http.port)
-        if settings.http.port
-        else None
-    )
+    log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
+    runner = await serve(readiness, host=settings.http.host, port=settings.http.port) if settings.http.port else None
     if runner is not None:
         log.info("serving /metrics /healthz /readyz on %s:%d", settings.http.host, settings.http.port)
     try:

@@ -53,15 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--env-file", type=Path, help="file of PROVISIONER_* settings (KEY=VALUE lines)")
-    parser.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (overrides PROVISIONER_KAFKA__BOOTSTRAP)"
-    )
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides PROVISIONER_KAFKA__BOOTSTRAP)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
-        "run", help="run the provisioning daemon", description="Consume requests and provision."
-    )
+    commands.add_parser("run", help="run the provisioning daemon", description="Consume requests and provision.")
 
     request = commands.add_parser("request", help="publish a volume request").add_subparsers(
         dest="request", required=True, metavar="REQUEST"
@@ -77,9 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     provision.add_argument("--name", help="gluster volume name (default vol_<id>)")
     provision.add_argument("--volume-id", help="32-hex volume id (default derived from the request id)")
     provision.add_argument("--gid", type=int, help="group owning the brick root (chmod 2775)")
-    provision.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="gluster option"
-    )
+    provision.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="gluster option")
     provision.add_argument("--zone-checking", choices=["strict", "none"], default="none")
     _wait_flags(provision)
 
@@ -132,9 +126,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
     try:
         settings = Settings(_env_file=env_file, **overrides)
     except ValidationError as e:
-        problems = [
-            f"{ENV_PREFIX}{'__'.join(str(p).upper() for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        ]
+        problems = [f"{ENV_PREFIX}{'__'.join(str(p).upper() for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         raise SettingsProblem("invalid settings:\n  " + "\n  ".join(problems)) from e
     if args.command == "run":
         for name, path in (
@@ -164,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "asyncssh"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "run":
             asyncio.run(app.run(settings))
@@ -182,9 +175,7 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "topology":
         events = []
         for data in requests_from_file(args.file, cluster=args.cluster, brick_root=args.brick_root):
-            events.append(
-                (new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/provisioner/cli"), data.cluster)
-            )
+            events.append((new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/provisioner/cli"), data.cluster))
     elif args.request == "provision":
         provision = _provision_data(args)
         events = [(new_event(models.PROVISION_REQUESTED, provision, source="/provisioner/cli"), provision.cluster)]
@@ -196,9 +187,7 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
     status = 0
     for event, key in events:
-        result = await client.request(
-            settings.kafka, event, key=key, wait=args.timeout if args.wait else None
-        )
+        result = await client.request(settings.kafka, event, key=key, wait=args.timeout if args.wait else None)
         if result is None:
             print(f"published {event.type} id={event.id} key={key}")
             continue
@@ -250,9 +239,7 @@ def _validated(model: type[M], data: dict[str, Any]) -> M:
 
 def _render(event: Event, *, as_json: bool) -> str:
     if as_json:
-        return json.dumps(
-            {"type": event.type, "id": event.id, "data": event.data.model_dump(mode="json")}, indent=2
-        )
+        return json.dumps({"type": event.type, "id": event.id, "data": event.data.model_dump(mode="json")}, indent=2)
     data = event.data
     match data:
         case models.VolumeProvisioned(volume=volume):

@@ -19,9 +19,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 BUILD = Info("provisioner_build", "Version of the running provisioner.")
 BUILD.info({"version": __version__})
 
-REQUESTS_RECEIVED = Counter(
-    "provisioner_requests_received", "Requests decoded from the requests topic.", ["type"]
-)
+REQUESTS_RECEIVED = Counter("provisioner_requests_received", "Requests decoded from the requests topic.", ["type"])
 REQUESTS_DONE = Counter(
     "provisioner_requests_completed",
     "Requests answered with a terminal result.",

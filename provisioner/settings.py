@@ -22,9 +22,7 @@ class Group(BaseModel):
 class KafkaSettings(Group):
     bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
     requests_topic: str = Field("gluster.requests", description="Requests in; key = cluster id.")
-    results_topic: str = Field(
-        "gluster.results", description="One terminal result per request; key = volume id."
-    )
+    results_topic: str = Field("gluster.results", description="One terminal result per request; key = volume id.")
     state_topic: str = Field("gluster.state", description="Compacted desired state; key = object id.")
     dlq_topic: str = Field("gluster.dlq", description="Undecodable or invalid events, with the reason.")
     group_id: str = Field("gluster-provisioner", description="Consumer group of the daemons.")
@@ -71,9 +69,7 @@ class WorkerSettings(Group):
     max_attempts: Annotated[int, Field(ge=1)] = Field(
         5, description="Tries of a request that fails temporarily before it is answered as failed."
     )
-    retry_backoff: Annotated[float, Field(gt=0)] = Field(
-        1.0, description="Seconds before the 2nd try; doubles."
-    )
+    retry_backoff: Annotated[float, Field(gt=0)] = Field(1.0, description="Seconds before the 2nd try; doubles.")
     retry_backoff_max: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds, cap of the backoff.")
     shutdown_grace: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds in-flight work may take to finish after SIGTERM."
@@ -86,9 +82,7 @@ class HttpSettings(Group):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
 
     kafka: KafkaSettings = KafkaSettings()
     ssh: SshSettings = SshSettings()

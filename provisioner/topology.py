@@ -43,9 +43,7 @@ def cluster_from(request: LoadTopology) -> Cluster:
     return Cluster(id=ClusterId(request.cluster), nodes=tuple(nodes), brick_root=request.brick_root)
 
 
-def requests_from_file(
-    path: Path, *, cluster: str | None, brick_root: str | None = None
-) -> list[LoadTopology]:
+def requests_from_file(path: Path, *, cluster: str | None, brick_root: str | None = None) -> list[LoadTopology]:
     """Read a Heketi topology file: one LoadTopology per cluster entry.
 
     A cluster entry may carry an ``"id"`` (our extension); otherwise ``cluster`` names it, which is
@@ -77,8 +75,7 @@ def requests_from_file(
             requests.append(LoadTopology.model_validate(data))
         except ValidationError as e:
             problems = "; ".join(
-                f"clusters[{index}].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                for err in e.errors()[:5]
+                f"clusters[{index}].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
             )
             raise InvalidTopology(f"{path}: {problems}") from e
     return requests

@@ -34,9 +34,7 @@ def parse_size(text: str) -> int:
     """Parse a size into bytes; raises ValueError naming the accepted units."""
     match = _SIZE.match(text)
     if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(
-            f"invalid size {text!r}: use a number with an optional unit such as 1GiB, 500Mi or 2G"
-        )
+        raise ValueError(f"invalid size {text!r}: use a number with an optional unit such as 1GiB, 500Mi or 2G")
     value = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if value != int(value):
         raise ValueError(f"invalid size {text!r}: not a whole number of bytes")

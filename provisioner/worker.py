@@ -123,9 +123,7 @@ class Worker:
             raise VolumeConflict(f"volume {volume_id} is being deleted")
         holder = self._state.volume_named(cluster.id, name)
         if holder is not None and holder.id != volume_id:
-            raise VolumeConflict(
-                f"volume name {name} is taken by volume {holder.id}", reason="VolumeNameTaken"
-            )
+            raise VolumeConflict(f"volume name {name} is taken by volume {holder.id}", reason="VolumeNameTaken")
 
         if existing is None:
             started = time.monotonic()
@@ -176,9 +174,7 @@ class Worker:
         cluster = self._cluster(volume.cluster)
         try:
             with metrics.step("rollback"):
-                await self._retrying(
-                    lambda: self._ops.remove(cluster, volume), what=f"roll back {volume.name}"
-                )
+                await self._retrying(lambda: self._ops.remove(cluster, volume), what=f"roll back {volume.name}")
         except ProvisionerError as e:
             # Keep the 'creating' record: the volume stays owned, and reconcile finishes the cleanup.
             log.error("rollback of %s failed, its record is kept for reconcile: %s", volume.name, e)
@@ -276,9 +272,7 @@ class Worker:
     def _cluster(self, cluster_id: str) -> Cluster:
         cluster = self._state.clusters.get(ClusterId(cluster_id))
         if cluster is None:
-            raise UnknownCluster(
-                f"cluster {cluster_id} has no topology; load one with `provisioner topology load`"
-            )
+            raise UnknownCluster(f"cluster {cluster_id} has no topology; load one with `provisioner topology load`")
         return cluster
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], *, what: str) -> T:
@@ -309,9 +303,7 @@ class Worker:
         raise AssertionError("unreachable")
 
     def _result(self, event: Event, data: models.Model, *, key: str, subject: str | None) -> Outcome:
-        result = new_event(
-            models.succeeded_type(event.type), data, source=self._settings.source, subject=subject
-        )
+        result = new_event(models.succeeded_type(event.type), data, source=self._settings.source, subject=subject)
         return Outcome(result=result, key=key, changes=[])
 
     def _failed(

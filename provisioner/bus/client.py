@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from provisioner.bus.topics import topic_partitions
 from provisioner.errors import InvalidEvent, TemporaryError
 from provisioner.events.envelope import Event, decode_result, encode
 from provisioner.settings import KafkaSettings
@@ -29,14 +30,9 @@ class ResultWaiter:
         )
 
     async def __aenter__(self) -> ResultWaiter:
-        topic = self._settings.results_topic
+        partitions = await topic_partitions(self._settings, self._settings.results_topic)
         try:
             await self._consumer.start()
-            await self._consumer.topics()
-            numbers = self._consumer.partitions_for_topic(topic)
-            if not numbers:
-                raise TemporaryError(f"results topic {topic} does not exist yet: is `provisioner run` up?")
-            partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
             self._consumer.assign(partitions)
             await self._consumer.seek_to_end(*partitions)
             for tp in partitions:  # resolve the end position now, before the request goes out
@@ -76,9 +72,7 @@ async def publish(settings: KafkaSettings, event: Event, *, key: str) -> None:
         await producer.start()
         await producer.send_and_wait(settings.requests_topic, value=value, key=key.encode(), headers=headers)
     except KafkaError as e:
-        raise TemporaryError(
-            f"cannot publish to {settings.requests_topic} at {settings.bootstrap}: {e}"
-        ) from e
+        raise TemporaryError(f"cannot publish to {settings.requests_topic} at {settings.bootstrap}: {e}") from e
     finally:
         await producer.stop()
 

@@ -135,9 +135,7 @@ class RequestLoop:
     async def assign(self, assigned: set[TopicPartition]) -> None:
         async with self._gate:
             applied = await self._reader.catch_up()
-            log.info(
-                "assigned %s; state caught up (%d records)", sorted(tp.partition for tp in assigned), applied
-            )
+            log.info("assigned %s; state caught up (%d records)", sorted(tp.partition for tp in assigned), applied)
             for tp in assigned:
                 if tp not in self._publishers:
                     publisher = PartitionPublisher(self._settings, tp)
@@ -164,9 +162,7 @@ class RequestLoop:
                 await self._close_publishers({tp})
                 return
             except TemporaryError as e:
-                log.error(
-                    "could not commit offset %d of %s (%s); it will be redelivered", record.offset, tp, e
-                )
+                log.error("could not commit offset %d of %s (%s); it will be redelivered", record.offset, tp, e)
                 if self._consumer is not None:
                     self._consumer.seek(tp, record.offset)
                 return

@@ -7,14 +7,13 @@ skipped rather than stopping the daemon: the reconciler reports what it could no
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from provisioner.bus.topics import topic_partitions
 from provisioner.errors import TemporaryError
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange, UnknownRecord
@@ -38,27 +37,15 @@ class StateTopicReader:
             auto_offset_reset="earliest",
             request_timeout_ms=int(self._settings.request_timeout * 1000),
         )
+        partitions = await topic_partitions(self._settings, self._settings.state_topic)
         try:
             await consumer.start()
-            partitions = await self._partitions(consumer)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         except KafkaError as e:
             await consumer.stop()
             raise TemporaryError(f"cannot read state topic {self._settings.state_topic}: {e}") from e
         self._consumer = consumer
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        topic = self._settings.state_topic
-        deadline = time.monotonic() + self._settings.request_timeout
-        while True:
-            await consumer.topics()  # refreshes metadata
-            numbers = consumer.partitions_for_topic(topic)
-            if numbers:
-                return [TopicPartition(topic, p) for p in sorted(numbers)]
-            if time.monotonic() > deadline:
-                raise TemporaryError(f"state topic {topic} does not exist")
-            await asyncio.sleep(0.2)
 
     async def catch_up(self) -> int:
         """Apply every committed record up to now; returns how many were applied."""

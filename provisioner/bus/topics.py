@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -21,12 +22,8 @@ WEEK_MS = str(7 * 24 * 3600 * 1000)
 def wanted_topics(settings: KafkaSettings) -> list[NewTopic]:
     rf = settings.replication_factor
     return [
-        NewTopic(
-            settings.requests_topic, settings.requests_partitions, rf, topic_configs={"retention.ms": WEEK_MS}
-        ),
-        NewTopic(
-            settings.results_topic, settings.requests_partitions, rf, topic_configs={"retention.ms": WEEK_MS}
-        ),
+        NewTopic(settings.requests_topic, settings.requests_partitions, rf, topic_configs={"retention.ms": WEEK_MS}),
+        NewTopic(settings.results_topic, settings.requests_partitions, rf, topic_configs={"retention.ms": WEEK_MS}),
         NewTopic(
             settings.state_topic,
             settings.requests_partitions,
@@ -41,10 +38,14 @@ def wanted_topics(settings: KafkaSettings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: KafkaSettings) -> None:
-    admin = AIOKafkaAdminClient(
+def _admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap, request_timeout_ms=int(settings.request_timeout * 1000)
     )
+
+
+async def ensure_topics(settings: KafkaSettings) -> None:
+    admin = _admin(settings)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -60,3 +61,19 @@ async def ensure_topics(settings: KafkaSettings) -> None:
         raise TemporaryError(f"cannot reach Kafka at {settings.bootstrap} to check topics: {e}") from e
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (consumers only know topics they subscribe to, so ask the admin API)."""
+    admin = _admin(settings)
+    try:
+        await admin.start()
+        [description] = await admin.describe_topics([topic])
+    except KafkaError as e:
+        raise TemporaryError(f"cannot describe topic {topic} at {settings.bootstrap}: {e}") from e
+    finally:
+        await admin.close()
+    numbers = sorted(p["partition"] for p in description.get("partitions", []))
+    if description.get("error_code") or not numbers:
+        raise TemporaryError(f"topic {topic} does not exist at {settings.bootstrap}")
+    return [TopicPartition(topic, n) for n in numbers]

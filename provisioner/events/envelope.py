@@ -50,9 +50,7 @@ class Event:
     data: Model
 
 
-def new_event(
-    type_: str, data: Model, *, source: str, subject: str | None = None, id_: str | None = None
-) -> Event:
+def new_event(type_: str, data: Model, *, source: str, subject: str | None = None, id_: str | None = None) -> Event:
     return Event(
         id=id_ or uuid.uuid4().hex,
         type=type_,

@@ -63,9 +63,7 @@ def mount_source(cluster: Cluster, volume: Volume) -> tuple[str, list[str]]:
 
 
 class VolumeOperations:
-    def __init__(
-        self, executor: Executor, settings: StorageSettings, *, sleep: Sleep = asyncio.sleep
-    ) -> None:
+    def __init__(self, executor: Executor, settings: StorageSettings, *, sleep: Sleep = asyncio.sleep) -> None:
         self._executor = executor
         self._settings = settings
         self._sleep = sleep
@@ -92,9 +90,7 @@ class VolumeOperations:
     async def create_volume(self, cluster: Cluster, volume: Volume) -> None:
         """``volume create`` (adopting a volume of ours that already exists), options, ``start``."""
         timeout = self._settings.gluster_timeout
-        bricks = [
-            commands.brick_argument(spec.node.storage, spec.path) for spec in brick_specs(cluster, volume)
-        ]
+        bricks = [commands.brick_argument(spec.node.storage, spec.path) for spec in brick_specs(cluster, volume)]
         argv = commands.volume_create(volume.name, volume.durability, bricks, timeout=timeout)
         created = await self._gluster(cluster, volume, argv)
         if not created.ok:
@@ -102,13 +98,9 @@ class VolumeOperations:
                 raise GlusterError(f"volume create {volume.name}: {created.message}")
             await self._adopt(cluster, volume)
         for key, value in ((ID_OPTION, volume.id), *volume.options):
-            result = await self._gluster(
-                cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout)
-            )
+            result = await self._gluster(cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout))
             if not result.ok:
-                raise GlusterError(
-                    f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption"
-                )
+                raise GlusterError(f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption")
         started = await self._gluster(cluster, volume, commands.volume_start(volume.name, timeout=timeout))
         if not started.ok and not started.already_started:
             raise GlusterError(f"volume start {volume.name}: {started.message}")
@@ -118,8 +110,7 @@ class VolumeOperations:
         owner = info.options.get(ID_OPTION) if info else None
         if info is None or owner not in (None, volume.id):
             raise VolumeConflict(
-                f"a gluster volume named {volume.name} already exists and belongs to "
-                f"{owner or 'someone else'}",
+                f"a gluster volume named {volume.name} already exists and belongs to {owner or 'someone else'}",
                 reason="VolumeNameTaken",
             )
 
@@ -136,9 +127,7 @@ class VolumeOperations:
             owner = info.options.get(ID_OPTION)
             log.warning("gluster volume %s is not ours (owner %s); leaving it alone", volume.name, owner)
             return False
-        stopped = await self._gluster(
-            cluster, volume, commands.volume_stop(volume.name, timeout=timeout, force=True)
-        )
+        stopped = await self._gluster(cluster, volume, commands.volume_stop(volume.name, timeout=timeout, force=True))
         if not stopped.ok and not (stopped.missing or stopped.not_started):
             raise GlusterError(f"volume stop {volume.name}: {stopped.message}")
         deleted = await self._gluster(cluster, volume, commands.volume_delete(volume.name, timeout=timeout))
@@ -168,9 +157,7 @@ class VolumeOperations:
         result, _ = await self._gluster_raw(cluster, volume, argv)
         return result
 
-    async def _gluster_raw(
-        self, cluster: Cluster, volume: Volume, argv: commands.Argv
-    ) -> tuple[OpResult, str]:
+    async def _gluster_raw(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
         delay = 0.25
         for attempt in range(self._settings.busy_retries + 1):
             result, stdout = await self._on_any_node(cluster, volume, argv)
@@ -187,9 +174,7 @@ class VolumeOperations:
             delay = min(delay * 2, 8.0)
         raise GlusterBusy(f"gluster kept answering busy for {volume.name}: {result.message}", delay=10.0)
 
-    async def _on_any_node(
-        self, cluster: Cluster, volume: Volume, argv: commands.Argv
-    ) -> tuple[OpResult, str]:
+    async def _on_any_node(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
         """Run a gluster CLI call on the first reachable node holding one of the volume's bricks."""
         hosts: list[str] = []
         for brick in volume.bricks:
