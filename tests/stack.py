@@ -18,10 +18,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from provisioner.bus.topics import topic_partitions
+from provisioner.errors import TemporaryError
 from provisioner.events.envelope import Event, decode_result
 from provisioner.executor.ssh import SshExecutor, SshOptions
+from provisioner.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_STATE = Path(os.environ.get("DEV_STATE", REPO / ".dev"))
@@ -196,6 +199,16 @@ class TopicReader:
     consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> TopicReader:
+        settings = KafkaSettings(bootstrap=self.stack.bootstrap)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tps = await topic_partitions(settings, self.topic)
+                break
+            except TemporaryError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.stack.bootstrap,
             isolation_level="read_committed",
@@ -203,13 +216,6 @@ class TopicReader:
             group_id=None,
         )
         await self.consumer.start()
-        deadline = time.monotonic() + 60
-        while not (parts := self.consumer.partitions_for_topic(self.topic)):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {self.topic} never appeared")
-            await self.consumer.topics()
-            await asyncio.sleep(0.2)
-        tps = [TopicPartition(self.topic, p) for p in parts]
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)
         return self
