@@ -88,7 +88,7 @@ class Worker:
     async def handle(self, event: Event, intent: IntentWriter) -> Outcome:
         """Always returns an outcome; only a bug or cancellation escapes as an exception."""
         started = time.monotonic()
-        kind = event.type.split(".")[2] if event.type.count(".") >= 3 else "unknown"
+        kind = models.REQUEST_KINDS.get(event.type, "unknown")
         try:
             match event.data:
                 case models.ProvisionVolume() as data:

@@ -26,6 +26,7 @@ from provisioner.bus.publisher import Outgoing, PartitionLost, PartitionPublishe
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.errors import InvalidEvent, TemporaryError
 from provisioner.events.envelope import Event, decode_request
+from provisioner.events.models import REQUEST_KINDS
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange
 
@@ -174,7 +175,7 @@ class RequestLoop:
         except InvalidEvent as e:
             await self._commit(publisher, record, [self._dead_letter(record, e.reason, str(e))], [])
             return
-        metrics.REQUESTS_RECEIVED.labels(event.type.split(".")[2]).inc()
+        metrics.REQUESTS_RECEIVED.labels(REQUEST_KINDS.get(event.type, "unknown")).inc()
         metrics.IN_FLIGHT.inc()
         try:
             completion = await self._handler(event, Intent(publisher, self._state))

@@ -249,6 +249,14 @@ REQUEST_TYPES: dict[str, type[Model]] = {
 }
 
 
+REQUEST_KINDS = {
+    PROVISION_REQUESTED: "provision",
+    DELETE_REQUESTED: "delete",
+    TOPOLOGY_LOAD_REQUESTED: "topology_load",
+}
+"""A short, bounded name per request type, for logs and metric labels."""
+
+
 def succeeded_type(request_type: str) -> str:
     return request_type.replace(".requested.", ".succeeded.")
 
