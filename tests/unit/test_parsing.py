@@ -1,0 +1,100 @@
+"""Parsers fed output captured from the real gluster 10.3 nodes of the dev stack (tests/fixtures/gluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.storage.parsing import UnparsableOutput, parse_op_result, parse_volume_info
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gluster"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def test_success_verdicts() -> None:
+    for name in ("create-ok.xml", "create-disperse.xml", "set-ok.xml", "start-ok.xml"):
+        verdict = parse_op_result(fixture(name))
+        assert verdict.ok, name
+        assert verdict.message == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"),
+    [
+        ("create-exists.xml", "exists"),
+        ("start-already-started.xml", "already_started"),
+        ("stop-missing.xml", "missing"),
+        ("info-missing.xml", "missing"),
+        ("stop-not-started.xml", "not_started"),
+    ],
+)
+def test_failure_verdicts_are_classified(name: str, flag: str) -> None:
+    verdict = parse_op_result(fixture(name))
+    assert not verdict.ok
+    assert getattr(verdict, flag), verdict.message
+    others = {"exists", "already_started", "missing", "not_started", "busy", "unreachable"} - {flag}
+    assert not any(getattr(verdict, other) for other in others), verdict.message
+
+
+def test_delete_of_started_volume_is_a_plain_failure() -> None:
+    verdict = parse_op_result(fixture("delete-started.xml"))
+    assert not verdict.ok
+    assert "needs to be stopped" in verdict.message
+    assert not verdict.missing
+
+
+def test_multiline_error_is_kept_whole() -> None:
+    verdict = parse_op_result(fixture("set-unknown-option.xml"))
+    assert not verdict.ok
+    assert verdict.message.startswith("option : no.such.option does not exist\nDid you mean")
+
+
+def test_glusterd_down_prints_plain_text() -> None:
+    verdict = parse_op_result(fixture("info-glusterd-down.txt"))
+    assert not verdict.ok
+    assert verdict.unreachable
+    assert "Connection failed" in verdict.message
+
+
+def test_busy_and_timeouts_are_recognised() -> None:
+    busy = parse_op_result("", "volume stop: av2: failed: Another transaction is in progress. Please try again")
+    assert busy.busy and not busy.ok
+    assert parse_op_result("", "Error : Request timed out").unreachable
+    assert parse_op_result("", "volume create: kv: failed: Host 10.77.0.13 not connected").unreachable
+
+
+def test_replica_three_info() -> None:
+    [volume] = parse_volume_info(fixture("info-replica3.xml"))
+    assert volume.name == "capr"
+    assert volume.status == "Started"
+    assert volume.type == "Replicate"
+    assert volume.brick_count == 3
+    assert [b.host for b in volume.bricks] == ["10.77.0.11", "10.77.0.12", "10.77.0.13"]
+    assert all(b.path == "/var/lib/provisioner/mounts/cap1/brick" for b in volume.bricks)
+    assert not any(b.arbiter for b in volume.bricks)
+    assert volume.options["user.provisioner.id"] == "0123456789abcdef0123456789abcdef"
+    assert volume.options["nfs.disable"] == "on"
+
+
+def test_arbiter_and_disperse_info() -> None:
+    [arbiter] = parse_volume_info(fixture("info-arbiter.xml"))
+    assert arbiter.status == "Created"
+    assert [b.arbiter for b in arbiter.bricks] == [False, False, True]
+    [disperse] = parse_volume_info(fixture("info-disperse.xml"))
+    assert disperse.type == "Disperse"
+    assert disperse.brick_count == 3
+
+
+def test_missing_volume_info_has_no_volumes() -> None:
+    assert parse_volume_info(fixture("info-missing.xml")) == []
+
+
+def test_garbage_is_rejected_with_a_reason() -> None:
+    with pytest.raises(UnparsableOutput, match="not an XML document"):
+        parse_volume_info("<cliOutput><opRet>0</opRet>")
+    with pytest.raises(UnparsableOutput, match="opRet"):
+        parse_op_result("<cliOutput></cliOutput>")
