@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from provisioner import __version__, app
 from provisioner.bus import client
 from provisioner.errors import ProvisionerError, TemporaryError
-from provisioner.events import models
+from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
 from provisioner.settings import ENV_PREFIX, Settings
@@ -266,7 +266,9 @@ def _render(event: Event, *, as_json: bool) -> str:
 
 def _export_schemas(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in schemas().items():
+    files = schemas()
+    for name, text in files.items():
         (directory / name).write_text(text)
-    print(f"wrote {len(schemas())} schemas to {directory}")
+    (directory / "asyncapi.json").write_text(json.dumps(asyncapi.document(), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {len(files)} event schemas and asyncapi.json to {directory}")
     return 0

@@ -35,6 +35,9 @@ class KafkaSettings(Group):
     )
     replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="For topics the daemon creates.")
     request_timeout: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds for broker calls.")
+    session_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds without heartbeats before the group gives a dead daemon's partitions away."
+    )
 
 
 class SshSettings(Group):
@@ -71,6 +74,9 @@ class WorkerSettings(Group):
     )
     retry_backoff: Annotated[float, Field(gt=0)] = Field(1.0, description="Seconds before the 2nd try; doubles.")
     retry_backoff_max: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds, cap of the backoff.")
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = Field(
+        16, description="Requests worked on at once per input partition (different volumes run concurrently)."
+    )
     shutdown_grace: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds in-flight work may take to finish after SIGTERM."
     )

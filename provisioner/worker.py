@@ -79,11 +79,25 @@ class Worker:
         self._settings = settings
         self._sleep = sleep
         storage = settings.storage
+        self._placement_locks: dict[ClusterId, asyncio.Lock] = {}
         self._limits = Limits(
             min_brick=storage.min_brick_size,
             max_brick=storage.max_brick_size,
             max_bricks=storage.max_bricks_per_volume,
         )
+
+    def resource_of(self, event: Event) -> str | None:
+        """What a request works on, for the lane: requests on one volume run one after another,
+        requests on different volumes concurrently. ``None`` (topology changes) is a barrier."""
+        match event.data:
+            case models.ProvisionVolume() as data:
+                return data.name or volume_name_for(VolumeId(data.volume_id or derive_id("volume", event.id)))
+            case models.DeleteVolume() as data:
+                if data.name:
+                    return data.name
+                volume = self._state.volumes.get(VolumeId(data.volume_id or ""))
+                return volume.name if volume else data.volume_id
+        return None
 
     async def handle(self, event: Event, intent: IntentWriter) -> Outcome:
         """Always returns an outcome; only a bug or cancellation escapes as an exception."""
@@ -126,33 +140,9 @@ class Worker:
             raise VolumeConflict(f"volume name {name} is taken by volume {holder.id}", reason="VolumeNameTaken")
 
         if existing is None:
-            started = time.monotonic()
-            plan = plan_volume(
-                PlacementRequest(
-                    volume=volume_id,
-                    size=data.size,
-                    durability=data.durability.to_domain(),
-                    zone_checking=ZoneChecking(data.zone_checking),
-                ),
-                cluster,
-                self._state.usage(cluster.id),
-                self._limits,
-            )
-            metrics.STEP_SECONDS.labels("allocate").observe(time.monotonic() - started)
-            volume = Volume(
-                id=volume_id,
-                name=name,
-                cluster=cluster.id,
-                size=data.size,
-                durability=data.durability.to_domain(),
-                bricks=plan.bricks,
-                status=VolumeStatus.CREATING,
-                gid=data.gid,
-                options=tuple(sorted(data.options.items())),
-                request=RequestId(event.id),
-                labels=tuple(sorted(data.labels.items())),
-            )
-            await intent.record([StateChange.put_volume(volume)])
+            # Placement is serialized per cluster: each plan must see the space the previous took.
+            async with self._placement_locks.setdefault(cluster.id, asyncio.Lock()):
+                volume = await self._plan(event, data, cluster, volume_id, name, intent)
         else:
             volume = existing  # resume a create interrupted by a crash: the same bricks
 
@@ -181,6 +171,45 @@ class Worker:
             return self._failed(event, failure, cluster=volume.cluster, volume=volume.id)
         outcome = self._failed(event, failure, cluster=volume.cluster, volume=volume.id)
         return dataclasses.replace(outcome, changes=[StateChange.delete_volume(volume.id)])
+
+    async def _plan(
+        self,
+        event: Event,
+        data: models.ProvisionVolume,
+        cluster: Cluster,
+        volume_id: VolumeId,
+        name: str,
+        intent: IntentWriter,
+    ) -> Volume:
+        """Place the bricks and durably record the volume as ``creating`` before any node work."""
+        started = time.monotonic()
+        plan = plan_volume(
+            PlacementRequest(
+                volume=volume_id,
+                size=data.size,
+                durability=data.durability.to_domain(),
+                zone_checking=ZoneChecking(data.zone_checking),
+            ),
+            cluster,
+            self._state.usage(cluster.id),
+            self._limits,
+        )
+        metrics.STEP_SECONDS.labels("allocate").observe(time.monotonic() - started)
+        volume = Volume(
+            id=volume_id,
+            name=name,
+            cluster=cluster.id,
+            size=data.size,
+            durability=data.durability.to_domain(),
+            bricks=plan.bricks,
+            status=VolumeStatus.CREATING,
+            gid=data.gid,
+            options=tuple(sorted(data.options.items())),
+            request=RequestId(event.id),
+            labels=tuple(sorted(data.labels.items())),
+        )
+        await intent.record([StateChange.put_volume(volume)])
+        return volume
 
     def _provisioned(self, event: Event, volume: Volume) -> Outcome:
         cluster = self._cluster(volume.cluster)

@@ -90,6 +90,7 @@ class Stack:
                 "PROVISIONER_WORKER__RETRY_BACKOFF": "0.2",
                 "PROVISIONER_WORKER__MAX_ATTEMPTS": "3",
                 "PROVISIONER_WORKER__SHUTDOWN_GRACE": "10",
+                "PROVISIONER_KAFKA__SESSION_TIMEOUT": "3",
             }
         )
         env.update(extra)
@@ -243,3 +244,32 @@ class TopicReader:
                     return event
             await self.poll()
         raise TimeoutError(f"no result for {request_id} within {timeout}s")
+
+
+TOPOLOGY = REPO / "deploy" / "dev" / "topology.json"
+
+
+async def load_topology(stack: Stack, cluster: str) -> None:
+    """Load the dev topology under ``cluster`` and wait for its result (the daemon must be running)."""
+    import json as _json
+
+    from provisioner.events import models
+    from provisioner.events.envelope import encode, new_event
+
+    document = _json.loads(TOPOLOGY.read_text())["clusters"][0]
+    data = models.LoadTopology.model_validate({"cluster": cluster, "nodes": document["nodes"]})
+    event = new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/tests")
+    value, headers = encode(event)
+    async with TopicReader(stack, stack.topic("results")) as results:
+        await produce(stack, value, key=cluster.encode(), headers=headers)
+        result = await results.wait_result(event.id, timeout=60)
+    assert result.type.endswith(".succeeded.v1"), result.data
+
+
+async def gluster_volumes(stack: Stack) -> list[str]:
+    ssh = stack.ssh()
+    try:
+        listed = await ssh.run(stack.nodes[0], ("gluster", "--mode=script", "volume", "list"), timeout=60)
+    finally:
+        await ssh.close()
+    return [line for line in listed.stdout.split() if line and line != "No" and "volumes" not in listed.stdout]

@@ -1,60 +1,32 @@
-"""The request loop: consume requests, hand each to the handler, commit its outcome transactionally.
+"""The request loop: consume requests and feed each partition's lane (see ``lane``).
 
-* One lane per input partition; records of a partition are handled in order (a cluster's requests
-  are ordered by key), partitions run concurrently.
-* Nothing blocks a partition: an event that cannot be decoded or validated, or whose key does not
-  name its cluster, goes to the dead-letter topic with the original bytes, headers and the reason,
-  and its offset is committed in the same transaction.
-* Rebalance: revocation waits for in-flight work of the current batch, then closes the partition's
-  producer; assignment first catches the state up from the state topic, then takes requests.
+* Nothing blocks a partition: undecodable or invalid events are dead-lettered by the lane, and a
+  full lane pauses its partition instead of stopping the poll loop.
+* Rebalance: revocation drains the partition's lane (in-flight work finishes within the grace
+  period) and closes its producer; assignment first catches the state up from the state topic,
+  then starts a producer (fencing any zombie with the same transactional id) and a lane.
+* A lane that cannot commit is dropped and its partition re-read from the last committed offset;
+  records that were answered meanwhile are skipped through the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from provisioner import metrics
-from provisioner.bus.publisher import Outgoing, PartitionLost, PartitionPublisher
+from provisioner.bus.lane import Handler, Lane, ResourceOf
+from provisioner.bus.publisher import PartitionPublisher
 from provisioner.bus.state_topic import StateTopicReader
-from provisioner.errors import InvalidEvent, TemporaryError
-from provisioner.events.envelope import Event, decode_request
-from provisioner.events.models import REQUEST_KINDS
+from provisioner.errors import TemporaryError
 from provisioner.settings import KafkaSettings
-from provisioner.state import DesiredState, StateChange
+from provisioner.state import DesiredState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """What a handled request produces: messages for other topics and state changes."""
-
-    messages: list[Outgoing]
-    changes: list[StateChange] = field(default_factory=list)
-
-
-class Intent:
-    """Publishes state changes before node work (see ``worker.IntentWriter``)."""
-
-    def __init__(self, publisher: PartitionPublisher, state: DesiredState) -> None:
-        self._publisher = publisher
-        self._state = state
-
-    async def record(self, changes: list[StateChange]) -> None:
-        await self._publisher.publish(self._publisher.state_records(changes))
-        for change in changes:
-            self._state.apply(change)
-
-
-Handler = Callable[[Event, Intent], Awaitable[Completion]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -75,27 +47,33 @@ class RequestLoop:
         state: DesiredState,
         reader: StateTopicReader,
         handler: Handler,
+        resource_of: ResourceOf,
         *,
-        publish_retries: int = 5,
+        max_in_flight: int,
+        grace: float,
     ) -> None:
         self._settings = settings
         self._state = state
         self._reader = reader
         self._handler = handler
-        self._publish_retries = publish_retries
+        self._resource_of = resource_of
+        self._max_in_flight = max_in_flight
+        self._grace = grace
         self._publishers: dict[TopicPartition, PartitionPublisher] = {}
-        self._gate = asyncio.Lock()
+        self._lanes: dict[TopicPartition, Lane] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
 
-    async def run(self, stop: asyncio.Event, *, grace: float) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.bootstrap,
             group_id=self._settings.group_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
-            max_poll_records=20,
+            max_poll_records=self._max_in_flight,
+            session_timeout_ms=int(self._settings.session_timeout * 1000),
+            heartbeat_interval_ms=max(100, int(self._settings.session_timeout * 1000 / 4)),
             request_timeout_ms=int(self._settings.request_timeout * 1000),
         )
         consumer.subscribe([self._settings.requests_topic], listener=_Listener(self))
@@ -110,153 +88,103 @@ class RequestLoop:
         try:
             while not stop.is_set():
                 try:
-                    batches = await consumer.getmany(timeout_ms=500)
+                    batches = await consumer.getmany(timeout_ms=200)
                 except KafkaError as e:
                     log.warning("fetching requests failed, retrying: %s", e)
                     await asyncio.sleep(1.0)
                     continue
-                if not batches:
-                    continue
-                async with self._gate:
-                    work = asyncio.gather(*(self._lane(tp, records) for tp, records in batches.items()))
-                    await _finish_or_abandon(work, stop, grace=grace)
+                if batches:
+                    log.debug("fetched %s", {tp.partition: len(r) for tp, r in batches.items()})
+                for tp, records in batches.items():
+                    lane = self._lanes.get(tp)
+                    if lane is not None:
+                        lane.offer(records)
+                    elif tp in consumer.assignment():
+                        # fetched while the assignment is still being prepared: read them again later
+                        consumer.seek(tp, records[0].offset)
+                await self._tend(consumer)
         finally:
             self.ready = False
             metrics.READY.set(0)
-            await self._close_publishers(set(self._publishers))
+            await self._drop(set(self._lanes))
             await consumer.stop()
             self._consumer = None
+
+    async def _tend(self, consumer: AIOKafkaConsumer) -> None:
+        """Backpressure and repair: pause full lanes, resume the others, restart broken ones."""
+        for tp, lane in list(self._lanes.items()):
+            if lane.lost:
+                await self._drop({tp})
+                continue
+            if lane.broken is not None:
+                watermark = lane.broken.watermark
+                await lane.drain(0)
+                self._lanes[tp] = self._new_lane(tp)
+                consumer.seek(tp, watermark)
+                continue
+            if lane.full:
+                consumer.pause(tp)
+            else:
+                consumer.resume(tp)
 
     # --- rebalance ------------------------------------------------------------------------------
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
-        async with self._gate:  # in-flight work of the current batch finishes first
-            await self._close_publishers(revoked)
+        await self._drop(revoked)
 
     async def assign(self, assigned: set[TopicPartition]) -> None:
-        async with self._gate:
-            applied = await self._reader.catch_up()
-            log.info("assigned %s; state caught up (%d records)", sorted(tp.partition for tp in assigned), applied)
-            for tp in assigned:
-                if tp not in self._publishers:
-                    publisher = PartitionPublisher(self._settings, tp)
-                    await publisher.start()
-                    self._publishers[tp] = publisher
+        applied = await self._reader.catch_up()
+        log.info("assigned %s; state caught up (%d records)", sorted(tp.partition for tp in assigned), applied)
+        for tp in assigned:
+            if tp not in self._publishers:
+                publisher = PartitionPublisher(self._settings, tp)
+                await publisher.start()
+                self._publishers[tp] = publisher
+            if tp not in self._lanes:
+                self._lanes[tp] = self._new_lane(tp)
 
-    async def _close_publishers(self, partitions: set[TopicPartition]) -> None:
+    def _new_lane(self, tp: TopicPartition) -> Lane:
+        return Lane(
+            tp,
+            self._publishers[tp],
+            state=self._state,
+            ledger=self._reader.ledger,
+            handler=self._handler,
+            resource_of=self._resource_of,
+            dlq_topic=self._settings.dlq_topic,
+            max_in_flight=self._max_in_flight,
+        )
+
+    async def _drop(self, partitions: set[TopicPartition]) -> None:
+        lanes = [lane for tp in partitions if (lane := self._lanes.pop(tp, None)) is not None]
+        await asyncio.gather(*(lane.drain(self._grace) for lane in lanes))
         for tp in partitions:
             publisher = self._publishers.pop(tp, None)
             if publisher is not None:
                 await publisher.stop()
 
-    # --- one partition --------------------------------------------------------------------------
+    # --- observability (read by the readiness checks) ---------------------------------------------
 
-    async def _lane(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        for record in records:
-            publisher = self._publishers.get(tp)
-            if publisher is None:
-                return  # revoked meanwhile; the new owner redelivers from the committed offset
-            try:
-                await self._process(publisher, record)
-            except PartitionLost as e:
-                log.warning("%s", e)
-                await self._close_publishers({tp})
-                return
-            except TemporaryError as e:
-                log.error("could not commit offset %d of %s (%s); it will be redelivered", record.offset, tp, e)
-                if self._consumer is not None:
-                    self._consumer.seek(tp, record.offset)
-                return
+    async def broker_lag(self) -> dict[int, int]:
+        """A real round trip to the brokers, then the lag of each assigned partition: records up to
+        the last stable offset that are not committed yet (in-flight and queued work included).
 
-    async def _process(self, publisher: PartitionPublisher, record: ConsumerRecord[bytes, bytes]) -> None:
+        aiokafka retries silently while the broker is gone, so readiness needs this request to
+        notice. Raises TemporaryError when Kafka does not answer; the caller bounds the time.
+        """
+        consumer = self._consumer
+        if consumer is None or not self.ready:
+            raise TemporaryError("not in the consumer group yet")
         try:
-            event = decode_request(record.value)
-            _check_key(event, record.key)
-        except InvalidEvent as e:
-            await self._commit(publisher, record, [self._dead_letter(record, e.reason, str(e))], [])
-            return
-        metrics.REQUESTS_RECEIVED.labels(REQUEST_KINDS.get(event.type, "unknown")).inc()
-        metrics.IN_FLIGHT.inc()
-        try:
-            completion = await self._handler(event, Intent(publisher, self._state))
-        except (PartitionLost, asyncio.CancelledError):
-            raise
-        except Exception as e:  # a bug must not block the partition: park the request with the reason
-            log.exception("handler crashed on %s offset %d", record.topic, record.offset)
-            completion = Completion([self._dead_letter(record, "HandlerCrashed", f"{type(e).__name__}: {e}")])
-        finally:
-            metrics.IN_FLIGHT.dec()
-        await self._commit(publisher, record, completion.messages, completion.changes)
-
-    async def _commit(
-        self,
-        publisher: PartitionPublisher,
-        record: ConsumerRecord[bytes, bytes],
-        messages: list[Outgoing],
-        changes: list[StateChange],
-    ) -> None:
-        outgoing = messages + publisher.state_records(changes)
-        delay = 0.5
-        for attempt in range(self._publish_retries + 1):
-            try:
-                await publisher.publish(outgoing, commit_offset=record.offset + 1)
-                break
-            except TemporaryError:
-                if attempt == self._publish_retries:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        for change in changes:
-            self._state.apply(change)
-
-    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, message: str) -> Outgoing:
-        log.warning(
-            "dead letter from %s/%d@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            message,
-        )
-        metrics.DEAD_LETTERS.labels(reason).inc()
-        headers = [
-            *list(record.headers or ()),
-            ("dlq_reason", reason.encode()),
-            ("dlq_message", message[:4000].encode()),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
-        ]
-        return Outgoing(self._settings.dlq_topic, record.key, record.value, headers)
-
-
-def _check_key(event: Event, key: bytes | None) -> None:
-    cluster = getattr(event.data, "cluster", None)
-    if key is None or key.decode(errors="replace") != cluster:
-        shown = key.decode(errors="replace") if key is not None else None
-        raise InvalidEvent(
-            f"message key {shown!r} does not match data.cluster {cluster!r}; requests are keyed by cluster id",
-            reason="KeyMismatch",
-        )
-
-
-async def _finish_or_abandon(work: asyncio.Future[Any], stop: asyncio.Event, *, grace: float) -> None:
-    """Let the batch finish; after a stop request it gets ``grace`` seconds, then is cancelled.
-
-    A cancelled request was not committed, so it is redelivered and resumes from its recorded intent.
-    """
-    stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
-    try:
-        done, _ = await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            work.result()
-            return
-        log.info("stopping: giving in-flight requests %.0fs to finish", grace)
-        try:
-            await asyncio.wait_for(asyncio.shield(work), grace)
-        except TimeoutError:
-            log.warning("in-flight requests abandoned at shutdown; they will be redelivered")
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-    finally:
-        stopping.cancel()
+            await consumer.topics()  # a metadata request, answered even with no partition assigned
+            assigned = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+            ends = await consumer.end_offsets(assigned) if assigned else {}
+            lag: dict[int, int] = {}
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    committed = (await consumer.beginning_offsets([tp]))[tp]
+                lag[tp.partition] = max(ends[tp] - committed, 0)
+        except KafkaError as e:
+            raise TemporaryError(f"Kafka at {self._settings.bootstrap} does not answer: {e!r}") from e
+        return lag

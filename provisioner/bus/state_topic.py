@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from provisioner.bus.ledger import Ledger
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import TemporaryError
 from provisioner.settings import KafkaSettings
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class StateTopicReader:
-    def __init__(self, settings: KafkaSettings, state: DesiredState) -> None:
+    def __init__(self, settings: KafkaSettings, state: DesiredState, ledger: Ledger | None = None) -> None:
         self._settings = settings
         self._state = state
+        self.ledger = ledger if ledger is not None else Ledger()
         self._consumer: AIOKafkaConsumer | None = None
         self.records_read = 0
 
@@ -72,8 +74,10 @@ class StateTopicReader:
             log.warning("state record without a key skipped")
             return 0
         try:
-            self._state.apply(StateChange(key.decode(), value))
-        except (UnknownRecord, ValidationError, UnicodeDecodeError) as e:
+            text = key.decode()
+            if not self.ledger.apply(text, value):
+                self._state.apply(StateChange(text, value))
+        except (UnknownRecord, ValidationError, UnicodeDecodeError, ValueError) as e:
             log.warning("state record %r skipped: %s", key[:80], e)
             return 0
         return 1

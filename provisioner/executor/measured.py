@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from provisioner import metrics
 from provisioner.errors import CommandFailed, ProvisionerError
 from provisioner.executor import Argv, CommandResult, Executor
+
+log = logging.getLogger(__name__)
 
 
 class MeasuredExecutor:
@@ -26,6 +29,7 @@ class MeasuredExecutor:
             raise
         finally:
             metrics.NODE_COMMAND_SECONDS.labels(command, host).observe(time.monotonic() - started)
+        log.debug("%s on %s: exit %d in %.2fs", " ".join(argv), host, result.exit_status, time.monotonic() - started)
         return result
 
     async def close(self) -> None:
