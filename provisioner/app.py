@@ -12,14 +12,16 @@ import logging
 import os
 import signal
 
-from provisioner.bus.consumer import Completion, Intent, RequestLoop
+from provisioner.bus.consumer import RequestLoop
+from provisioner.bus.lane import Completion, Intent
 from provisioner.bus.publisher import Outgoing
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
+from provisioner.capacity import CapacityCollector
 from provisioner.events.envelope import Event, encode
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import SshExecutor, SshOptions
-from provisioner.http import serve
+from provisioner.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
@@ -56,27 +58,46 @@ async def run(settings: Settings) -> None:
         result = Outgoing(settings.kafka.results_topic, outcome.key.encode(), value, headers)
         return Completion([result], outcome.changes)
 
-    loop = RequestLoop(settings.kafka, state, reader, handle)
+    loop = RequestLoop(
+        settings.kafka,
+        state,
+        reader,
+        handle,
+        worker.resource_of,
+        max_in_flight=settings.worker.max_in_flight,
+        grace=settings.worker.shutdown_grace,
+    )
 
-    def readiness() -> tuple[bool, str]:
-        if loop.ready:
-            return True, f"ready: {len(state.clusters)} cluster(s), {len(state.volumes)} volume(s)"
-        return False, "not ready: not connected to Kafka or state not rebuilt"
+    probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
+    readiness = Readiness(
+        {
+            "kafka": KafkaCheck(loop.broker_lag, topic=settings.kafka.requests_topic),
+            "state": StateCheck(state),  # rebuilt before the server starts
+            "nodes": NodeCheck(state, probes),
+        }
+    )
 
     await ensure_topics(settings.kafka)
     await reader.start()
     records = await reader.catch_up()
     log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
-    runner = await serve(readiness, host=settings.http.host, port=settings.http.port) if settings.http.port else None
+    capacity = CapacityCollector.register(state)
+    checks = asyncio.create_task(readiness.run(), name="readiness")
+    runner = (
+        await serve(readiness.status, host=settings.http.host, port=settings.http.port) if settings.http.port else None
+    )
     if runner is not None:
         log.info("serving /metrics /healthz /readyz on %s:%d", settings.http.host, settings.http.port)
     try:
-        await loop.run(stop, grace=settings.worker.shutdown_grace)
+        await loop.run(stop)
     finally:
+        checks.cancel()
+        capacity.unregister()
         if runner is not None:
             await runner.cleanup()
         await reader.stop()
         await executor.close()
+        await probes.close()
         log.info("stopped")
 
 
