@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# Local Kubernetes control plane for dev and tests: etcd, kube-apiserver, kube-controller-manager.
+# The binaries are built from the Go module proxy by the consumer module deploy/dev/k8sbins (no
+# tarballs, no images); no scheduler, no kubelet: pods never run, but the API, RBAC, admission
+# and the controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades).
+#
+#   deploy/dev/kube.sh install   build the three binaries into $CACHE_DIR/k8s-<version> (once)
+#   deploy/dev/kube.sh up        (install if needed,) fresh certs and etcd, start, wait ready;
+#                                a healthy control plane is left alone
+#   deploy/dev/kube.sh down      stop the three processes (pid files), drop etcd data and certs
+#   deploy/dev/kube.sh status    exit 0 and print "kube ... up" when all three run and /readyz is 200
+#
+# `up` writes $DEV_STATE/kube/kubeconfig (https://127.0.0.1:16443, CA embedded, admin token in
+# group system:masters) and $DEV_STATE/kube/env (KUBECONFIG=<abs path>).
+#
+# Environment (all optional):
+#   DEV_STATE            state root (default <repo>/.dev); control-plane state in $DEV_STATE/kube
+#   CACHE_DIR            binary cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/gluster-provisioner)
+#   KUBE_APISERVER_PORT  kube-apiserver secure port on 127.0.0.1 (default 16443)
+#   KUBE_KCM_PORT        kube-controller-manager secure (health) port on 127.0.0.1 (default 16457)
+#   KUBE_ETCD_PORT       etcd client port on 127.0.0.1 (default 12379)
+#   KUBE_ETCD_PEER_PORT  etcd peer port on 127.0.0.1 (default 12380)
+#   KUBE_READY_TIMEOUT   seconds `up` waits for each component (default 120)
+#   GO                   go command (default: go on PATH, else /usr/local/go/bin/go)
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+MOD_DIR="$SCRIPT_DIR/k8sbins"
+
+DEV_STATE="${DEV_STATE:-$REPO_ROOT/.dev}"
+STATE="$(realpath -m -- "$DEV_STATE")/kube"
+PKI="$STATE/pki"
+ETCD_DATA="$STATE/etcd"
+KUBECONFIG_FILE="$STATE/kubeconfig"
+KCM_KUBECONFIG="$STATE/kcm.kubeconfig"
+TOKENS="$STATE/tokens.csv"
+AUTH_HEADER="$STATE/auth-header"
+ENV_FILE="$STATE/env"
+
+CACHE_DIR="${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gluster-provisioner}"
+K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$MOD_DIR/go.mod")"
+[[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || { echo "kube: cannot read k8s.io/kubernetes from $MOD_DIR/go.mod" >&2; exit 1; }
+K8S_MINOR="${BASH_REMATCH[1]}"
+BIN_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
+
+HOST=127.0.0.1
+APISERVER_PORT="${KUBE_APISERVER_PORT:-16443}"
+KCM_PORT="${KUBE_KCM_PORT:-16457}"
+ETCD_PORT="${KUBE_ETCD_PORT:-12379}"
+ETCD_PEER_PORT="${KUBE_ETCD_PEER_PORT:-12380}"
+READY_TIMEOUT="${KUBE_READY_TIMEOUT:-120}"
+SERVER="https://$HOST:$APISERVER_PORT"
+ETCD_URL="http://$HOST:$ETCD_PORT"
+SERVICE_CIDR=10.0.0.0/24
+STOP_TIMEOUT=20
+STARTING=0
+
+COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+# The controllers that make the API behave like a cluster's for our use: PV/PVC binding and
+# protection, namespace deletion, garbage collection, service accounts (+ legacy token secrets,
+# the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view).
+CONTROLLERS=persistentvolume-binder-controller,persistentvolume-protection-controller
+CONTROLLERS+=,persistentvolumeclaim-protection-controller,namespace-controller,garbage-collector-controller
+CONTROLLERS+=,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
+CONTROLLERS+=,clusterrole-aggregation-controller
+
+log() { echo "kube: $*" >&2; }
+die() { log "$*"; exit 1; }
+now() { echo "${EPOCHREALTIME/,/.}"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# --- install --------------------------------------------------------------------------------
+
+go_cmd() {
+  if [[ -n "${GO:-}" ]]; then echo "$GO"
+  elif command -v go >/dev/null; then command -v go
+  elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go
+  else return 1
+  fi
+}
+
+package_of() {
+  case "$1" in
+    etcd) echo go.etcd.io/etcd/server/v3 ;;
+    kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
+    kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
+  esac
+}
+
+installed() {
+  local c
+  for c in "${COMPONENTS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done
+}
+
+# One binary, at lowest CPU priority, with a progress line every minute (a cold kube-apiserver
+# build takes many minutes on 2 cores). Written to a temp file and renamed: never half a binary.
+build_one() {
+  local name=$1 go=$2 pkg ldflags=(-s -w) t0 pid rc=0 next=60
+  pkg="$(package_of "$name")"
+  if [[ "$name" == kube-* ]]; then
+    # What `make` stamps; without it /version reports v0.0.0-master.
+    local v=k8s.io/component-base/version
+    ldflags+=(-X "$v.gitMajor=1" -X "$v.gitMinor=$K8S_MINOR" -X "$v.gitVersion=$K8S_VERSION"
+      -X "$v.gitTreeState=clean" -X "$v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
+  fi
+  t0="$(now)"
+  log "building $name ($pkg) ..."
+  (cd "$MOD_DIR" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
+    -ldflags "${ldflags[*]}" -o "$BIN_DIR/.$name.tmp" "$pkg") >"$BIN_DIR/.$name.build.log" 2>&1 8>&- &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (($(printf '%.0f' "$(since "$t0")") >= next)); then
+      log "  still building $name ($(since "$t0")s)"
+      next=$((next + 60))
+    fi
+  done
+  wait "$pid" || rc=$?
+  if ((rc != 0)); then
+    tail -n 40 "$BIN_DIR/.$name.build.log" >&2
+    rm -f "$BIN_DIR/.$name.tmp"
+    die "go build of $name failed (exit $rc); full log: $BIN_DIR/.$name.build.log"
+  fi
+  mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
+  rm -f "$BIN_DIR/.$name.build.log"
+  log "built $name in $(since "$t0")s ($(du -h "$BIN_DIR/$name" | cut -f1))"
+}
+
+cmd_install() {
+  if installed; then
+    log "kubernetes $K8S_VERSION already installed in $BIN_DIR"
+    return 0
+  fi
+  local go t0 c
+  go="$(go_cmd)" || die "go not found (set GO=, or install Go 1.26+ at /usr/local/go)"
+  mkdir -p "$BIN_DIR"
+  exec 8>"$BIN_DIR/.install.lock"
+  flock -w 3600 8 || die "another install holds $BIN_DIR/.install.lock"
+  if installed; then log "kubernetes $K8S_VERSION installed by a concurrent run"; return 0; fi
+  t0="$(now)"
+  log "building kubernetes $K8S_VERSION from the Go module proxy into $BIN_DIR ($("$go" version | cut -d' ' -f3))"
+  for c in "${COMPONENTS[@]}"; do
+    [[ -x "$BIN_DIR/$c" ]] || build_one "$c" "$go"
+  done
+  exec 8>&-
+  log "installed kubernetes $K8S_VERSION in $(since "$t0")s"
+}
+
+# --- process helpers ------------------------------------------------------------------------
+
+pid_file() { echo "$STATE/$1.pid"; }
+log_file() { echo "$STATE/$1.log"; }
+
+# Pid from the pid file, if that process is alive and runs our binary (guards against pid reuse).
+comp_pid() {
+  local f pid exe
+  f="$(pid_file "$1")"
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
+  [[ "$(basename -- "$exe")" == "$1" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
+  echo "$pid"
+}
+
+stop_comp() {
+  local name=$1 pid
+  if pid="$(comp_pid "$name")"; then
+    log "stopping $name pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+  fi
+  rm -f "$(pid_file "$name")"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+fail_with_log() {
+  local name=$1
+  shift
+  log "$*"
+  if [[ -f "$(log_file "$name")" ]]; then
+    log "last lines of $(log_file "$name"):"
+    tail -n 40 "$(log_file "$name")" >&2
+  fi
+  # A failed `up` leaves nothing running behind it.
+  if ((STARTING)); then
+    local c
+    for c in kube-controller-manager kube-apiserver etcd; do stop_comp "$c"; done
+  fi
+  exit 1
+}
+
+# New session, no stdin, output to its log, without our lock fds (8, 9). $! is the binary's pid
+# (setsid execs directly: a background job of a non-interactive shell is no group leader).
+start_comp() {
+  local name=$1
+  shift
+  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$(log_file "$name")" 2>&1 8>&- 9>&- &
+  echo "$!" >"$(pid_file "$name")"
+  log "$name started, pid $!"
+}
+
+# HTTP status of an URL (000 when unreachable).
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+apiserver_get() { http_code --cacert "$PKI/ca.crt" -H "@$AUTH_HEADER" "$SERVER$1"; }
+
+# wait_for NAME WHAT CMD...: poll CMD until it succeeds; fail with NAME's log when NAME dies or
+# the timeout passes.
+wait_for() {
+  local name=$1 what=$2 t0
+  shift 2
+  t0="$(now)"
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until "$@"; do
+    comp_pid "$name" >/dev/null || fail_with_log "$name" "$name exited while waiting for $what"
+    ((SECONDS < deadline)) || fail_with_log "$name" "$name: no $what within ${READY_TIMEOUT}s"
+    sleep 0.3
+  done
+  log "$name: $what after $(since "$t0")s"
+}
+
+etcd_ready() { [[ "$(http_code "$ETCD_URL/readyz")" == 200 ]]; }
+apiserver_ready() { [[ -f "$AUTH_HEADER" && "$(apiserver_get /readyz)" == 200 ]]; }
+default_ns() { [[ "$(apiserver_get /api/v1/namespaces/default)" == 200 ]]; }
+kcm_healthy() { [[ "$(http_code --cacert "$PKI/ca.crt" "https://$HOST:$KCM_PORT/healthz")" == 200 ]]; }
+
+all_up() {
+  local c
+  for c in "${COMPONENTS[@]}"; do comp_pid "$c" >/dev/null || return 1; done
+  apiserver_ready
+}
+
+# --- certificates and credentials -----------------------------------------------------------
+
+gen_pki() {
+  local t0
+  t0="$(now)"
+  rm -rf "$PKI"
+  mkdir -p "$PKI"
+  chmod 700 "$PKI"
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=gluster-provisioner-dev-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    # Serving cert of kube-apiserver (and of the controller manager's health port).
+    openssl req -newkey rsa:2048 -nodes -keyout serving.key -out serving.csr -subj "/CN=kube-apiserver"
+    cat >serving.ext <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EXT
+    openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile serving.ext -out serving.crt
+    # Front proxy (request-header authentication): what the aggregation layer uses to call
+    # extension API servers, and what delegated authentication (the controller manager) reads.
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 3650 \
+      -subj "/CN=gluster-provisioner-dev-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj "/CN=front-proxy-client"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' \
+      >front-proxy-client.ext
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+      -CAcreateserial -days 3650 -extfile front-proxy-client.ext -out front-proxy-client.crt
+    # Service-account token signing key.
+    openssl genrsa -out sa.key 2048
+    openssl rsa -in sa.key -pubout -out sa.pub
+    rm -f ./*.csr ./*.ext ./*.srl
+  ) >"$STATE/openssl.log" 2>&1 || { cat "$STATE/openssl.log" >&2; die "openssl failed"; }
+  log "certificates generated in $(since "$t0")s"
+
+  local admin_token kcm_token
+  admin_token="$(openssl rand -hex 32)"
+  kcm_token="$(openssl rand -hex 32)"
+  (
+    umask 077
+    # token,user,uid,"groups"
+    printf '%s,admin,admin,"system:masters"\n' "$admin_token" >"$TOKENS"
+    printf '%s,system:kube-controller-manager,kcm,"system:masters"\n' "$kcm_token" >>"$TOKENS"
+    printf 'Authorization: Bearer %s\n' "$admin_token" >"$AUTH_HEADER"
+    write_kubeconfig "$KUBECONFIG_FILE" admin "$admin_token"
+    write_kubeconfig "$KCM_KUBECONFIG" kube-controller-manager "$kcm_token"
+  )
+}
+
+write_kubeconfig() {
+  local file=$1 user=$2 token=$3
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: gluster-dev
+  cluster:
+    server: $SERVER
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: $user
+  user:
+    token: $token
+contexts:
+- name: $user@gluster-dev
+  context:
+    cluster: gluster-dev
+    user: $user
+    namespace: default
+current-context: $user@gluster-dev
+EOF
+  mv -f "$file.tmp" "$file"
+}
+
+write_env() { echo "KUBECONFIG=$KUBECONFIG_FILE" >"$ENV_FILE"; }
+
+# --- up / down / status ---------------------------------------------------------------------
+
+cmd_up() {
+  local t0 c p
+  t0="$(now)"
+  if all_up; then
+    write_env
+    log "already running (etcd pid $(comp_pid etcd), kube-apiserver pid $(comp_pid kube-apiserver)," \
+      "kube-controller-manager pid $(comp_pid kube-controller-manager); $SERVER)"
+    return 0
+  fi
+  # A partial control plane (one part died, or a machine restart) is rebuilt from scratch.
+  for c in kube-controller-manager kube-apiserver etcd; do
+    if comp_pid "$c" >/dev/null; then log "not healthy as a whole; restarting from scratch"; break; fi
+  done
+  for c in kube-controller-manager kube-apiserver etcd; do stop_comp "$c"; done
+  for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT"; do
+    port_busy "$p" && die "port $HOST:$p is already in use by another process"
+  done
+  installed || cmd_install
+  command -v openssl >/dev/null || die "openssl not found"
+  command -v curl >/dev/null || die "curl not found"
+
+  rm -rf "$ETCD_DATA"
+  rm -f "$ENV_FILE" "$KUBECONFIG_FILE" "$KCM_KUBECONFIG" "$TOKENS" "$AUTH_HEADER"
+  for c in "${COMPONENTS[@]}"; do rm -f "$(log_file "$c")"; done
+  mkdir -p "$STATE"
+  gen_pki
+
+  STARTING=1
+  start_comp etcd \
+    --name=kube-dev --data-dir="$ETCD_DATA" \
+    --listen-client-urls="$ETCD_URL" --advertise-client-urls="$ETCD_URL" \
+    --listen-peer-urls="http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
+    --initial-cluster="kube-dev=http://$HOST:$ETCD_PEER_PORT" --initial-cluster-state=new \
+    --unsafe-no-fsync --quota-backend-bytes=$((512 * 1024 * 1024)) \
+    --snapshot-count=5000 --log-level=warn
+  wait_for etcd "/readyz 200" etcd_ready
+
+  start_comp kube-apiserver \
+    --etcd-servers="$ETCD_URL" \
+    --bind-address="$HOST" --advertise-address="$HOST" --secure-port="$APISERVER_PORT" \
+    --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --token-auth-file="$TOKENS" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --endpoint-reconciler-type=none \
+    --service-account-issuer="$SERVER" \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --allow-privileged=true \
+    --profiling=false \
+    --event-ttl=30m
+  wait_for kube-apiserver "/readyz 200" apiserver_ready
+  wait_for kube-apiserver "namespace default" default_ns
+
+  start_comp kube-controller-manager \
+    --kubeconfig="$KCM_KUBECONFIG" \
+    --authentication-kubeconfig="$KCM_KUBECONFIG" --authorization-kubeconfig="$KCM_KUBECONFIG" \
+    --bind-address="$HOST" --secure-port="$KCM_PORT" \
+    --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+    --controllers="$CONTROLLERS" \
+    --leader-elect=false \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --profiling=false
+  wait_for kube-controller-manager "/healthz 200" kcm_healthy
+
+  STARTING=0
+  write_env
+  log "ready in $(since "$t0")s ($SERVER, kubernetes $K8S_VERSION; KUBECONFIG=$KUBECONFIG_FILE)"
+}
+
+cmd_down() {
+  local c
+  for c in kube-controller-manager kube-apiserver etcd; do stop_comp "$c"; done
+  rm -rf "$ETCD_DATA" "$PKI"
+  rm -f "$ENV_FILE" "$KUBECONFIG_FILE" "$KCM_KUBECONFIG" "$TOKENS" "$AUTH_HEADER" "$STATE/openssl.log"
+}
+
+cmd_status() {
+  local c pid pids=()
+  for c in "${COMPONENTS[@]}"; do
+    if ! pid="$(comp_pid "$c")"; then
+      echo "kube $SERVER down ($c not running)" >&2
+      return 1
+    fi
+    pids+=("$c=$pid")
+  done
+  if ! apiserver_ready; then
+    echo "kube $SERVER down (/readyz not 200)" >&2
+    return 1
+  fi
+  echo "kube $SERVER up ${pids[*]}"
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  up)
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 600 9 || die "another kube.sh up/down holds $STATE/.lock"
+    cmd_up
+    ;;
+  down)
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 600 9 || die "another kube.sh up/down holds $STATE/.lock"
+    cmd_down
+    ;;
+  status) cmd_status ;;
+  *)
+    echo "usage: $0 {install|up|down|status}" >&2
+    exit 2
+    ;;
+esac
