@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -19,11 +20,13 @@ from pydantic import ValidationError
 
 from provisioner import __version__, app
 from provisioner.bus import client
+from provisioner.bus.state_topic import StateTopicReader
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
 from provisioner.settings import ENV_PREFIX, Settings
+from provisioner.state import DesiredState
 from provisioner.topology import requests_from_file
 from provisioner.units import format_size, parse_size
 
@@ -93,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--brick-root", help="where bricks are mounted on the nodes")
     _wait_flags(load)
 
+    state = commands.add_parser("state", help="desired state from the state topic").add_subparsers(
+        dest="state", required=True, metavar="ACTION"
+    )
+    show = state.add_parser("show", help="print clusters and volumes as a table or JSON")
+    show.add_argument("--cluster", help="only this cluster")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
     export = commands.add_parser("schemas", help="event JSON Schemas").add_subparsers(
         dest="schemas", required=True, metavar="ACTION"
     )
@@ -161,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             asyncio.run(app.run(settings))
+            return 0
+        if args.command == "state":
+            print(asyncio.run(_show_state(settings, cluster=args.cluster, as_json=args.json)))
             return 0
         return asyncio.run(_produce(args, settings))
     except ProvisionerError as e:
@@ -262,6 +275,42 @@ def _render(event: Event, *, as_json: bool) -> str:
         case models.RequestFailed():
             return f"FAILED ({data.reason}): {data.message}"
     return repr(data)
+
+
+async def _show_state(settings: Settings, *, cluster: str | None, as_json: bool) -> str:
+    state = DesiredState()
+    reader = StateTopicReader(settings.kafka, state)
+    await reader.start()
+    try:
+        await reader.catch_up()
+    finally:
+        await reader.stop()
+    clusters = [c for c in state.clusters.values() if cluster in (None, c.id)]
+    volumes = sorted((v for v in state.volumes.values() if cluster in (None, v.cluster)), key=lambda v: v.name)
+    if as_json:
+        return json.dumps(
+            {
+                "clusters": [dataclasses.asdict(c) for c in clusters],
+                "volumes": [dataclasses.asdict(v) for v in volumes],
+            },
+            indent=2,
+            default=str,
+        )
+    lines = [f"{'CLUSTER':<16} {'NODES':>5} {'DEVICES':>7} {'CAPACITY':>10} {'USED':>10}"]
+    for c in clusters:
+        devices = [d for n in c.nodes for d in n.devices]
+        used = sum(state.usage(c.id).values())
+        lines.append(
+            f"{c.id:<16} {len(c.nodes):>5} {len(devices):>7} {format_size(sum(d.capacity for d in devices)):>10} "
+            f"{format_size(used):>10}"
+        )
+    lines += ["", f"{'VOLUME':<24} {'CLUSTER':<16} {'STATUS':<9} {'SIZE':>8} {'DURABILITY':<12} {'BRICKS':>6}  ID"]
+    for v in volumes:
+        lines.append(
+            f"{v.name:<24} {v.cluster:<16} {v.status.value:<9} {format_size(v.size):>8} {v.durability.type:<12} "
+            f"{len(v.bricks):>6}  {v.id}"
+        )
+    return "\n".join(lines)
 
 
 def _export_schemas(directory: Path) -> int:

@@ -53,6 +53,11 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
     assert len(volume.bricks) == 3
     assert len({b.host for b in volume.bricks}) == 3, "three bricks on three different nodes"
 
+    shown = stack.cli("state", "show", "--cluster", "dev")
+    assert shown.returncode == 0, shown.stderr
+    [row] = [line for line in shown.stdout.splitlines() if line.startswith(name)]
+    assert row.split()[1:4] == ["dev", "online", "1GiB"] and volume.volume_id in row
+
     ssh = stack.ssh()
     try:
         info = await ssh.run(stack.nodes[0], commands.volume_info(name, timeout=30), timeout=60)
