@@ -146,6 +146,7 @@ class Brick:
 class VolumeStatus(StrEnum):
     CREATING = "creating"  # intent recorded; node work may be partly done
     ONLINE = "online"
+    EXPANDING = "expanding"  # new bricks recorded; add-brick and rebalance may be partly done
     DELETING = "deleting"
 
 

@@ -39,6 +39,7 @@ STEPS = (
     "gluster_start",
     "gluster_stop",
     "gluster_delete",  # gluster volume stop + delete and the bricks' removal
+    "gluster_expand",  # new bricks, add-brick and rebalance start
     "rollback",  # undoing a failed create
     "kubernetes",  # PV, Endpoints, Service, claim annotations
 )

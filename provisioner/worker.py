@@ -39,9 +39,11 @@ from provisioner.errors import (
     TemporaryError,
     UnknownCluster,
     VolumeConflict,
+    VolumeNotFound,
 )
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
+from provisioner.expansion import plan_expansion
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations, mount_source
@@ -92,7 +94,7 @@ class Worker:
         match event.data:
             case models.ProvisionVolume() as data:
                 return data.name or volume_name_for(VolumeId(data.volume_id or derive_id("volume", event.id)))
-            case models.DeleteVolume() as data:
+            case models.DeleteVolume() | models.ExpandVolume() as data:
                 if data.name:
                     return data.name
                 volume = self._state.volumes.get(VolumeId(data.volume_id or ""))
@@ -109,6 +111,8 @@ class Worker:
                     outcome = await self._provision(event, data, intent)
                 case models.DeleteVolume() as data:
                     outcome = await self._delete(event, data)
+                case models.ExpandVolume() as data:
+                    outcome = await self._expand(event, data, intent)
                 case models.LoadTopology() as data:
                     outcome = self._load_topology(event, data)
                 case _:
@@ -273,6 +277,52 @@ class Worker:
         )
         outcome = self._result(event, deleted, key=volume.id, subject=volume.id)
         return dataclasses.replace(outcome, changes=[StateChange.delete_volume(volume.id)])
+
+    # --- expand ---------------------------------------------------------------------------------
+
+    async def _expand(self, event: Event, data: models.ExpandVolume, intent: IntentWriter) -> Outcome:
+        cluster = self._cluster(data.cluster)
+        volume = (
+            self._state.volumes.get(VolumeId(data.volume_id))
+            if data.volume_id
+            else self._state.volume_named(cluster.id, data.name or "")
+        )
+        if volume is None or volume.cluster != cluster.id:
+            raise VolumeNotFound(f"no volume {data.name or data.volume_id} in cluster {cluster.id}")
+        if volume.status is VolumeStatus.EXPANDING:
+            added = volume.bricks  # resume after a crash: re-check every brick, add what gluster lacks
+        elif volume.status is VolumeStatus.ONLINE:
+            async with self._placement_locks.setdefault(cluster.id, asyncio.Lock()):
+                with metrics.step("allocate"):
+                    added = plan_expansion(
+                        volume, data.size, cluster, self._state.usage(cluster.id), self._limits, zones=ZoneChecking.NONE
+                    )
+                if not added:
+                    return self._expanded(event, volume, 0)
+                volume = dataclasses.replace(
+                    volume,
+                    bricks=volume.bricks + added,
+                    size=max(volume.size, data.size),
+                    status=VolumeStatus.EXPANDING,
+                )
+                await intent.record([StateChange.put_volume(volume)])
+        else:
+            raise VolumeConflict(f"volume {volume.name} is {volume.status.value}; expand it once it is online")
+
+        async def grow() -> int:
+            with metrics.step("gluster_expand"):
+                return await self._ops.expand_volume(cluster, volume, added)
+
+        joined = await self._retrying(grow, what=f"expand {volume.name}")
+        online = dataclasses.replace(volume, status=VolumeStatus.ONLINE)
+        outcome = self._expanded(event, online, joined)
+        return dataclasses.replace(outcome, changes=[StateChange.put_volume(online)])
+
+    def _expanded(self, event: Event, volume: Volume, added: int) -> Outcome:
+        provisioned = self._provisioned(event, volume)
+        assert isinstance(provisioned.result.data, models.VolumeProvisioned)
+        data = models.VolumeExpanded(request_id=event.id, volume=provisioned.result.data.volume, added_bricks=added)
+        return self._result(event, data, key=volume.id, subject=volume.id)
 
     # --- topology -------------------------------------------------------------------------------
 

@@ -111,6 +111,13 @@ class FakeNodes:
                     return xml(-1, f"Volume {name} is not in the started state")
                 self.volumes[name].started = False
                 return xml()
+            case ["add-brick", name, *new_bricks]:
+                if name not in self.volumes:
+                    return xml(-1, f"Volume {name} does not exist")
+                self.volumes[name].bricks += new_bricks
+                return xml()
+            case ["rebalance", name, "start"]:
+                return xml() if name in self.volumes else xml(-1, f"Volume {name} does not exist")
             case ["delete", name]:
                 if name not in self.volumes:
                     return xml(-1, f"Volume {name} does not exist")

@@ -120,6 +120,24 @@ class DeleteVolume(Model):
         return self
 
 
+class ExpandVolume(Model):
+    """Grow a volume to ``size`` bytes by adding whole brick sets (then rebalancing).
+
+    A size at or below the current one changes nothing and succeeds, so a redelivered or repeated
+    request is harmless."""
+
+    cluster: ClusterIdField
+    size: SizeBytes
+    volume_id: HexId | None = None
+    name: VolumeName | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ExpandVolume:
+        if (self.volume_id is None) == (self.name is None):
+            raise ValueError("give exactly one of volume_id or name")
+        return self
+
+
 class TopologyDevice(Model):
     """A Heketi device entry, plus our ``backend`` and ``capacity`` (required for file devices)."""
 
@@ -201,6 +219,12 @@ class VolumeProvisioned(Model):
     volume: VolumeOut
 
 
+class VolumeExpanded(Model):
+    request_id: str
+    volume: VolumeOut
+    added_bricks: int
+
+
 class VolumeDeleted(Model):
     request_id: str
     cluster: ClusterIdField
@@ -240,11 +264,13 @@ class DeadLetter(Model):
 PREFIX = "org.gluster"
 PROVISION_REQUESTED = f"{PREFIX}.volume.provision.requested.v1"
 DELETE_REQUESTED = f"{PREFIX}.volume.delete.requested.v1"
+EXPAND_REQUESTED = f"{PREFIX}.volume.expand.requested.v1"
 TOPOLOGY_LOAD_REQUESTED = f"{PREFIX}.topology.load.requested.v1"
 
 REQUEST_TYPES: dict[str, type[Model]] = {
     PROVISION_REQUESTED: ProvisionVolume,
     DELETE_REQUESTED: DeleteVolume,
+    EXPAND_REQUESTED: ExpandVolume,
     TOPOLOGY_LOAD_REQUESTED: LoadTopology,
 }
 
@@ -252,6 +278,7 @@ REQUEST_TYPES: dict[str, type[Model]] = {
 REQUEST_KINDS = {
     PROVISION_REQUESTED: "provision",
     DELETE_REQUESTED: "delete",
+    EXPAND_REQUESTED: "expand",
     TOPOLOGY_LOAD_REQUESTED: "topology_load",
 }
 """A short, bounded name per request type, for logs and metric labels."""
@@ -270,6 +297,8 @@ RESULT_TYPES: dict[str, type[Model]] = {
     failed_type(PROVISION_REQUESTED): RequestFailed,
     succeeded_type(DELETE_REQUESTED): VolumeDeleted,
     failed_type(DELETE_REQUESTED): RequestFailed,
+    succeeded_type(EXPAND_REQUESTED): VolumeExpanded,
+    failed_type(EXPAND_REQUESTED): RequestFailed,
     succeeded_type(TOPOLOGY_LOAD_REQUESTED): TopologyLoaded,
     failed_type(TOPOLOGY_LOAD_REQUESTED): RequestFailed,
 }

@@ -118,3 +118,12 @@ def volume_info(name: str | None = None, *, timeout: int) -> Argv:
 
 def brick_argument(host: str, path: str) -> str:
     return f"{host}:{path}"
+
+
+def volume_add_brick(name: str, bricks: Sequence[str], *, timeout: int) -> Argv:
+    """Whole sets only: gluster infers the layout from the volume's existing replica/disperse count."""
+    return gluster("volume", "add-brick", name, *bricks, timeout=timeout)
+
+
+def volume_rebalance_start(name: str, *, timeout: int) -> Argv:
+    return gluster("volume", "rebalance", name, "start", timeout=timeout)

@@ -135,6 +135,34 @@ class VolumeOperations:
             raise GlusterError(f"volume delete {volume.name}: {deleted.message}")
         return deleted.ok
 
+    async def expand_volume(self, cluster: Cluster, volume: Volume, added: Sequence[Brick]) -> int:
+        """Build the new bricks, add those gluster does not have yet, then start a rebalance;
+        returns how many bricks joined the volume now.
+
+        ``volume`` already lists ``added``; re-running after a crash adds only what is missing.
+        """
+        timeout = self._settings.gluster_timeout
+        specs = brick_specs(cluster, volume, added)
+        results = await asyncio.gather(*(self._backend(s).create(s) for s in specs), return_exceptions=True)
+        _raise_first(results)
+        info = await self.volume_info(cluster, volume)
+        if info is None:
+            raise GlusterError(f"volume {volume.name} is gone; cannot expand it", reason="VolumeNotFound")
+        present = {(b.host, b.path) for b in info.bricks}
+        missing = [
+            commands.brick_argument(s.node.storage, s.path) for s in specs if (s.node.storage, s.path) not in present
+        ]
+        if missing:
+            result = await self._gluster(
+                cluster, volume, commands.volume_add_brick(volume.name, missing, timeout=timeout)
+            )
+            if not result.ok:
+                raise GlusterError(f"volume add-brick {volume.name}: {result.message}")
+        rebalance = await self._gluster(cluster, volume, commands.volume_rebalance_start(volume.name, timeout=timeout))
+        if not rebalance.ok and "already" not in rebalance.message.lower():
+            raise GlusterError(f"volume rebalance {volume.name} start: {rebalance.message}")
+        return len(missing)
+
     async def volume_info(self, cluster: Cluster, volume: Volume) -> VolumeInfo | None:
         argv = commands.volume_info(volume.name, timeout=self._settings.gluster_timeout)
         result, stdout = await self._gluster_raw(cluster, volume, argv)

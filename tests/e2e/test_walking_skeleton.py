@@ -156,3 +156,38 @@ async def test_malformed_events_go_to_the_dead_letter_topic(stack: Stack, loaded
         assert header(got_headers, "dlq_message")
     metrics = await loaded.metrics()
     assert 'provisioner_dead_letters_total{reason="KeyMismatch"} 1.0' in metrics
+
+
+async def test_expand_a_replica_three_volume_by_a_set(stack: Stack, loaded: Daemon, tmp_path: Path) -> None:
+    name = f"grow_{uuid.uuid4().hex[:8]}"
+    created = stack.cli("request", "provision", "--cluster", "dev", "--size", "1GiB", "--name", name, "--wait")
+    assert created.returncode == 0, created.stderr + created.stdout
+    request = new_event(
+        models.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=2 * GiB), source="/tests/e2e"
+    )
+    value, headers = encode(request)
+    async with TopicReader(stack, stack.topic("results")) as results:
+        await produce(stack, value, key=b"dev", headers=headers)
+        result = await results.wait_result(request.id)
+    assert isinstance(result.data, models.VolumeExpanded), result.data
+    assert result.data.added_bricks == 3
+    ssh = stack.ssh()
+    try:
+        info = await ssh.run(stack.nodes[0], commands.volume_info(name, timeout=30), timeout=60)
+        [grown] = parse_volume_info(info.stdout)
+        assert grown.type == "Distributed-Replicate"
+        assert grown.brick_count == 6
+        for index in (0, 3):
+            assert len({b.host for b in grown.bricks[index : index + 3]}) == 3
+    finally:
+        await ssh.close()
+    deleted = stack.cli("request", "delete", "--cluster", "dev", "--name", name, "--wait")
+    assert deleted.returncode == 0, deleted.stderr + deleted.stdout
+    for brick in result.data.volume.bricks:
+        mount = brick.path.removesuffix("/brick")
+        ssh = stack.ssh()
+        try:
+            exists = await ssh.run(brick.host, ("test", "-e", mount), timeout=30, check=False)
+        finally:
+            await ssh.close()
+        assert exists.exit_status != 0, f"{mount} left on {brick.host}"

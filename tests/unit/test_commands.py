@@ -116,3 +116,16 @@ def test_lifecycle_commands() -> None:
 def test_hostile_looking_values_stay_single_words() -> None:
     argv = commands.volume_set("v", "a.b", "x; rm -rf /", timeout=5)
     assert argv[-1] == "x; rm -rf /"  # one argv word; the SSH transport quotes it with shlex.join
+
+
+def test_expansion_commands() -> None:
+    prefix = ("gluster", "--mode=script", "--xml", "--timeout=5")
+    assert commands.volume_add_brick("v", ["h1:/a/brick", "h2:/b/brick"], timeout=5) == (
+        *prefix,
+        "volume",
+        "add-brick",
+        "v",
+        "h1:/a/brick",
+        "h2:/b/brick",
+    )
+    assert commands.volume_rebalance_start("v", timeout=5) == (*prefix, "volume", "rebalance", "v", "start")

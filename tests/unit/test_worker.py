@@ -227,3 +227,32 @@ async def test_topology_cannot_drop_a_device_in_use() -> None:
     outcome = await world.load()
     assert isinstance(outcome.result.data, models.RequestFailed)
     assert outcome.result.data.reason == "DeviceInUse"
+
+
+async def test_expand_adds_whole_sets_and_is_idempotent() -> None:
+    world = World(nodes=4)
+    await world.load()
+    await world.provision(name="grow")
+    data = models.ExpandVolume(cluster="dev", name="grow", size=3 * GiB)
+    first = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(first.result.data, models.VolumeExpanded), first.result.data
+    assert first.result.data.added_bricks == 6
+    assert len(world.nodes.volumes["grow"].bricks) == 9
+    volume = first.result.data.volume
+    for set_index in range(3):
+        hosts = [b.host for b in volume.bricks[set_index * 3 : set_index * 3 + 3]]
+        assert len(set(hosts)) == 3, "no two bricks of a set on one node"
+    again = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(again.result.data, models.VolumeExpanded) and again.result.data.added_bricks == 0
+    deleted = await world.delete(name="grow")
+    assert isinstance(deleted.result.data, models.VolumeDeleted)
+    assert world.nodes.mounts == {} and world.nodes.files == set()
+
+
+async def test_expand_of_unknown_volume_fails_with_reason() -> None:
+    world = World()
+    await world.load()
+    data = models.ExpandVolume(cluster="dev", name="ghost", size=3 * GiB)
+    outcome = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert outcome.result.data.reason == "VolumeNotFound"
