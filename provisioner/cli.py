@@ -38,6 +38,7 @@ examples:
   provisioner topology load topology.json --cluster dev --wait
   provisioner request provision --cluster dev --size 1GiB --replica 3 --wait
   provisioner request provision --cluster dev --size 10GiB --disperse 2+1 --name media --wait
+  provisioner request expand --cluster dev --name media --size 20GiB --wait
   provisioner request delete --cluster dev --name media --wait
   provisioner schemas export schemas/
 
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     provision.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="gluster option")
     provision.add_argument("--zone-checking", choices=["strict", "none"], default="none")
     _wait_flags(provision)
+
+    expand = request.add_parser("expand", help="grow a volume by whole brick sets")
+    expand.add_argument("--cluster", required=True)
+    expand.add_argument("--size", required=True, type=_size, help="the new total size, e.g. 2GiB")
+    grow_target = expand.add_mutually_exclusive_group(required=True)
+    grow_target.add_argument("--volume-id")
+    grow_target.add_argument("--name")
+    _wait_flags(expand)
 
     delete = request.add_parser("delete", help="delete a volume and its bricks")
     delete.add_argument("--cluster", required=True)
@@ -192,6 +201,12 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
     elif args.request == "provision":
         provision = _provision_data(args)
         events = [(new_event(models.PROVISION_REQUESTED, provision, source="/provisioner/cli"), provision.cluster)]
+    elif args.request == "expand":
+        grow = _validated(
+            models.ExpandVolume,
+            {"cluster": args.cluster, "size": args.size, "volume_id": args.volume_id, "name": args.name},
+        )
+        events = [(new_event(models.EXPAND_REQUESTED, grow, source="/provisioner/cli"), grow.cluster)]
     else:
         delete = _validated(
             models.DeleteVolume, {"cluster": args.cluster, "volume_id": args.volume_id, "name": args.name}
@@ -267,6 +282,8 @@ def _render(event: Event, *, as_json: bool) -> str:
                 for b in volume.bricks
             ]
             return "\n".join(lines)
+        case models.VolumeExpanded(volume=volume, added_bricks=added):
+            return f"expanded {volume.name} to {format_size(volume.size)}: {added} brick(s) added, rebalance started"
         case models.VolumeDeleted():
             what = data.name or data.volume_id
             return f"deleted {what}" if data.existed else f"{what}: no such volume (nothing to delete)"
