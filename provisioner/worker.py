@@ -252,12 +252,8 @@ class Worker:
 
     async def _delete(self, event: Event, data: models.DeleteVolume) -> Outcome:
         cluster = self._cluster(data.cluster)
-        volume = (
-            self._state.volumes.get(VolumeId(data.volume_id))
-            if data.volume_id
-            else self._state.volume_named(cluster.id, data.name or "")
-        )
-        if volume is None or volume.cluster != cluster.id:
+        volume = self._selected(cluster.id, data)
+        if volume is None:
             gone = models.VolumeDeleted(
                 request_id=event.id,
                 cluster=cluster.id,
@@ -282,12 +278,8 @@ class Worker:
 
     async def _expand(self, event: Event, data: models.ExpandVolume, intent: IntentWriter) -> Outcome:
         cluster = self._cluster(data.cluster)
-        volume = (
-            self._state.volumes.get(VolumeId(data.volume_id))
-            if data.volume_id
-            else self._state.volume_named(cluster.id, data.name or "")
-        )
-        if volume is None or volume.cluster != cluster.id:
+        volume = self._selected(cluster.id, data)
+        if volume is None:
             raise VolumeNotFound(f"no volume {data.name or data.volume_id} in cluster {cluster.id}")
         if volume.status is VolumeStatus.EXPANDING:
             added = volume.bricks  # resume after a crash: re-check every brick, add what gluster lacks
@@ -346,7 +338,15 @@ class Worker:
         outcome = self._result(event, loaded, key=cluster.id, subject=cluster.id)
         return dataclasses.replace(outcome, changes=[StateChange.put_cluster(cluster)])
 
-    # --- helpers --------------------------------------------------------------------------------
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _selected(self, cluster: ClusterId, data: models.DeleteVolume | models.ExpandVolume) -> Volume | None:
+        """The volume a request names by id or by name, if this cluster has it."""
+        if data.volume_id:
+            volume = self._state.volumes.get(VolumeId(data.volume_id))
+        else:
+            volume = self._state.volume_named(cluster, data.name or "")
+        return volume if volume is not None and volume.cluster == cluster else None
 
     def _cluster(self, cluster_id: str) -> Cluster:
         cluster = self._state.clusters.get(ClusterId(cluster_id))
