@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure the daemon against the floor and at simulated scale."""

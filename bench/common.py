@@ -1,0 +1,217 @@
+"""What every benchmark shares: the machine description, statistics, tables, the JSON report,
+resident memory, and reading the daemon's Prometheus histograms.
+
+A figure without the conditions it was measured under is not worth much on a shared 2-core box,
+so every report carries the load average before and after, the git revision and the files that
+differed from it, and the exact command that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+GiB = 1024**3
+
+
+# --- statistics and tables ------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sample: always one of the values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "mean": sum(values) / len(values),
+    }
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Plain-text table: numbers right-aligned, words left-aligned."""
+    raw = [list(row) for row in rows]
+    cells = [[_cell(v) for v in row] for row in raw]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    numeric = [all(_numeric(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?[0-9.,e/x%-]+", text))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        return f"{value:.3g}" if abs(value) < 0.01 else f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+# --- the machine ------------------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with Path("/proc/self/statm").open() as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of this process's resident set (VmHWM; unlike ru_maxrss, it does not
+    carry over the parent's peak through fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_revision": git("rev-parse", "HEAD"),
+        # the daemon runs whatever is in the working tree: name what differed from the revision
+        "git_changed": git("status", "--short", "--untracked-files=no").splitlines(),
+        "git_diff_sha256": hashlib.sha256(git("diff", "HEAD").encode()).hexdigest(),
+    }
+
+
+@dataclass
+class Report:
+    """One run of one benchmark: printed as tables, saved as ``bench/results/<name>-<time>.json``."""
+
+    name: str
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    data: dict[str, Any] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data["load_before"] = loadavg()
+        self.data["machine"] = machine()
+
+    @property
+    def command(self) -> str:
+        program = f"python -m bench.{self.name}" if self.argv and self.argv[0].endswith(".py") else self.argv[0]
+        return " ".join([program, *(shlex.quote(a) for a in self.argv[1:])])
+
+    def target(self, what: str, *, measured: float | None, limit: float, unit: str) -> None:
+        met = measured is not None and measured <= limit
+        self.targets.append({"target": what, "measured": measured, "limit": limit, "unit": unit, "met": met})
+
+    def targets_table(self) -> str:
+        rows = [
+            (t["target"], "-" if t["measured"] is None else t["measured"], t["limit"], t["unit"], _met(t))
+            for t in self.targets
+        ]
+        return table(("target", "measured", "limit", "unit", "met"), rows)
+
+    def save(self) -> Path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS / f"{self.name}-{stamp}.json"
+        document = {
+            "bench": self.name,
+            "command": self.command,
+            "started": self.started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "load_after": loadavg(),
+            **self.data,
+            "targets": self.targets,
+        }
+        path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        return path
+
+
+def _met(target: dict[str, Any]) -> str:
+    return "yes" if target["met"] else "NO" if target["measured"] is not None else "not measured"
+
+
+class Stopwatch:
+    """``with Stopwatch() as s: ...`` then ``s.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+# --- Prometheus text ------------------------------------------------------------------------------
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[Sample, float]:
+    samples: dict[Sample, float] = {}
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match is None or line.startswith("#"):
+            continue
+        name, labels, value = match.groups()
+        samples[(name, tuple(sorted(_LABEL.findall(labels or ""))))] = float(value)
+    return samples
+
+
+def histogram_delta(
+    before: dict[Sample, float], after: dict[Sample, float], metric: str, label: str
+) -> dict[str, dict[str, float]]:
+    """Per value of ``label``: how many observations and how many seconds in total were added
+    between the two scrapes (other labels, e.g. the node, are summed)."""
+    out: dict[str, dict[str, float]] = {}
+    for suffix, what in (("_count", "count"), ("_sum", "seconds")):
+        for (name, labels), value in after.items():
+            if name != metric + suffix:
+                continue
+            key = dict(labels).get(label, "")
+            gained = value - before.get((name, labels), 0.0)
+            row = out.setdefault(key, {"count": 0.0, "seconds": 0.0})
+            row[what] += gained
+    return {k: v for k, v in out.items() if v["count"] > 0}
