@@ -105,6 +105,49 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--brick-root", help="where bricks are mounted on the nodes")
     _wait_flags(load)
 
+    node = commands.add_parser("node", help="add, remove, enable or disable a storage node").add_subparsers(
+        dest="node", required=True, metavar="ACTION"
+    )
+    node_add = node.add_parser("add", help="add a node (peer-probed into the pool)")
+    node_add.add_argument("--cluster", required=True)
+    node_add.add_argument("--manage", required=True, help="hostname SSH goes to")
+    node_add.add_argument("--storage", help="hostname of the bricks (default: --manage)")
+    node_add.add_argument("--zone", type=int, default=1)
+    node_add.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="PATH:CAPACITY",
+        help="a file-backend device, e.g. /srv/d1:100GiB",
+    )
+    _wait_flags(node_add)
+    for action, text in (
+        ("remove", "remove a node holding no bricks"),
+        ("enable", "let the allocator use a node"),
+        ("disable", "keep new bricks off a node"),
+    ):
+        ref = node.add_parser(action, help=text)
+        ref.add_argument("--cluster", required=True)
+        ref.add_argument("--host", required=True, help="the node's manage hostname")
+        _wait_flags(ref)
+    device = commands.add_parser("device", help="add, remove, enable or disable a device").add_subparsers(
+        dest="device", required=True, metavar="ACTION"
+    )
+    for action, text in (
+        ("add", "add a device to a node"),
+        ("remove", "remove a device holding no bricks"),
+        ("enable", "let the allocator use a device"),
+        ("disable", "keep new bricks off a device"),
+    ):
+        dev = device.add_parser(action, help=text)
+        dev.add_argument("--cluster", required=True)
+        dev.add_argument("--host", required=True, help="the node's manage hostname")
+        dev.add_argument("--name", required=True, help="device path (a directory for the file backend)")
+        if action == "add":
+            dev.add_argument("--capacity", type=_size, help="bytes for bricks (file backend), e.g. 100GiB")
+            dev.add_argument("--backend", choices=["file", "lvm"], default="file")
+        _wait_flags(dev)
+
     state = commands.add_parser("state", help="desired state from the state topic").add_subparsers(
         dest="state", required=True, metavar="ACTION"
     )
@@ -198,6 +241,9 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
         events = []
         for data in requests_from_file(args.file, cluster=args.cluster, brick_root=args.brick_root):
             events.append((new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/provisioner/cli"), data.cluster))
+    elif args.command in ("node", "device"):
+        type_, change = _topology_change(args)
+        events = [(new_event(type_, change, source="/provisioner/cli"), args.cluster)]
     elif args.request == "provision":
         provision = _provision_data(args)
         events = [(new_event(models.PROVISION_REQUESTED, provision, source="/provisioner/cli"), provision.cluster)]
@@ -223,6 +269,32 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
         if ".failed." in result.type:
             status = 1
     return status
+
+
+def _topology_change(args: argparse.Namespace) -> tuple[str, models.Model]:
+    action = args.node if args.command == "node" else args.device
+    type_ = f"{models.PREFIX}.{args.command}.{action}.requested.v1"
+    if args.command == "node" and action == "add":
+        devices = []
+        for item in args.device:
+            path, colon, capacity = item.rpartition(":")
+            if not colon:
+                raise ProvisionerError(f"--device {item!r}: write PATH:CAPACITY, e.g. /srv/devices/d1:100GiB")
+            devices.append({"name": path, "backend": "file", "capacity": _size(capacity)})
+        node = {
+            "node": {
+                "hostnames": {"manage": [args.manage], "storage": [args.storage or args.manage]},
+                "zone": args.zone,
+            },
+            "devices": devices,
+        }
+        return type_, _validated(models.AddNode, {"cluster": args.cluster, "node": node})
+    if args.command == "node":
+        return type_, _validated(models.NodeRef, {"cluster": args.cluster, "host": args.host})
+    if action == "add":
+        device = {"name": args.name, "backend": args.backend, "capacity": args.capacity}
+        return type_, _validated(models.AddDevice, {"cluster": args.cluster, "host": args.host, "device": device})
+    return type_, _validated(models.DeviceRef, {"cluster": args.cluster, "host": args.host, "name": args.name})
 
 
 def _provision_data(args: argparse.Namespace) -> models.ProvisionVolume:
@@ -288,7 +360,7 @@ def _render(event: Event, *, as_json: bool) -> str:
             what = data.name or data.volume_id
             return f"deleted {what}" if data.existed else f"{what}: no such volume (nothing to delete)"
         case models.TopologyLoaded():
-            return f"topology of cluster {data.cluster} loaded: {data.nodes} nodes, {data.devices} devices"
+            return f"topology of cluster {data.cluster} now: {data.nodes} nodes, {data.devices} devices"
         case models.RequestFailed():
             return f"FAILED ({data.reason}): {data.message}"
     return repr(data)

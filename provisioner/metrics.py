@@ -88,6 +88,10 @@ FAILURE_REASONS = (
     "DeviceInUse",
     "VolumeNameTaken",
     "InvalidOption",
+    "UnknownNode",
+    "UnknownDevice",
+    "PeerProbeFailed",
+    "PeerDetachFailed",
 )
 """The ``reason`` codes of failed results (the ``reason`` of the failure event)."""
 

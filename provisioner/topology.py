@@ -6,6 +6,7 @@ same file twice yields the same ids and a re-load is a no-op rather than a secon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,18 @@ from pydantic import ValidationError
 
 from provisioner.domain import BrickBackend, Cluster, ClusterId, Device, DeviceId, Node, NodeId, derive_id
 from provisioner.errors import InvalidTopology
-from provisioner.events.models import LoadTopology
+from provisioner.events.models import (
+    AddDevice,
+    AddNode,
+    DeviceRef,
+    LoadTopology,
+    Model,
+    NodeRef,
+    TopologyDevice,
+    TopologyHostnames,
+    TopologyNode,
+    TopologyNodeInfo,
+)
 
 
 def cluster_from(request: LoadTopology) -> Cluster:
@@ -28,6 +40,7 @@ def cluster_from(request: LoadTopology) -> Cluster:
                 name=d.name,
                 capacity=d.capacity or 0,
                 backend=BrickBackend(d.backend),
+                enabled=d.enabled,
             )
             for d in entry.devices
         )
@@ -38,9 +51,81 @@ def cluster_from(request: LoadTopology) -> Cluster:
                 storage=entry.node.hostnames.storage[0],
                 zone=entry.node.zone,
                 devices=devices,
+                enabled=entry.node.enabled,
             )
         )
     return Cluster(id=ClusterId(request.cluster), nodes=tuple(nodes), brick_root=request.brick_root)
+
+
+def declaration_of(cluster: Cluster) -> LoadTopology:
+    """The topology declaration a cluster was loaded from (the inverse of ``cluster_from``)."""
+    return LoadTopology(
+        cluster=cluster.id,
+        brick_root=cluster.brick_root,
+        nodes=[
+            TopologyNode(
+                node=TopologyNodeInfo(
+                    hostnames=TopologyHostnames(manage=[n.manage], storage=[n.storage]),
+                    zone=n.zone,
+                    enabled=n.enabled,
+                ),
+                devices=[
+                    TopologyDevice(name=d.name, backend=d.backend.value, capacity=d.capacity or None, enabled=d.enabled)
+                    for d in n.devices
+                ],
+            )
+            for n in cluster.nodes
+        ],
+    )
+
+
+def changed(cluster: Cluster, change: Model) -> Cluster:
+    """The cluster after a node or device change; raises InvalidTopology naming what is wrong."""
+    declared = declaration_of(cluster)
+    nodes = list(declared.nodes)
+    index = {n.node.hostnames.manage[0]: i for i, n in enumerate(nodes)}
+    match change:
+        case AddNode(node=node):
+            if node.node.hostnames.manage[0] in index:
+                raise InvalidTopology(f"node {node.node.hostnames.manage[0]} is already in cluster {cluster.id}")
+            nodes.append(node)
+        case NodeRef(host=host) | AddDevice(host=host) | DeviceRef(host=host) if host not in index:
+            raise InvalidTopology(f"cluster {cluster.id} has no node {host}", reason="UnknownNode")
+        case AddDevice(host=host, device=device):
+            entry = nodes[index[host]]
+            if any(d.name == device.name for d in entry.devices):
+                raise InvalidTopology(f"node {host} already has device {device.name}")
+            nodes[index[host]] = entry.model_copy(update={"devices": [*entry.devices, device]})
+        case DeviceRef(host=host, name=name):
+            entry = nodes[index[host]]
+            if not any(d.name == name for d in entry.devices):
+                raise InvalidTopology(f"node {host} has no device {name}", reason="UnknownDevice")
+            nodes[index[host]] = entry.model_copy(update={"devices": [d for d in entry.devices if d.name != name]})
+        case NodeRef(host=host):
+            del nodes[index[host]]
+    return cluster_from(declared.model_copy(update={"nodes": nodes}))
+
+
+def with_enabled(cluster: Cluster, change: NodeRef | DeviceRef, *, enabled: bool) -> Cluster:
+    """The cluster with one node or device enabled or disabled (the allocator skips disabled ones)."""
+    nodes = []
+    for node in cluster.nodes:
+        if node.manage == change.host:
+            if isinstance(change, NodeRef):
+                node = dataclasses.replace(node, enabled=enabled)
+            else:
+                if not any(d.name == change.name for d in node.devices):
+                    raise InvalidTopology(f"node {change.host} has no device {change.name}", reason="UnknownDevice")
+                node = dataclasses.replace(
+                    node,
+                    devices=tuple(
+                        dataclasses.replace(d, enabled=enabled) if d.name == change.name else d for d in node.devices
+                    ),
+                )
+        nodes.append(node)
+    if all(n.manage != change.host for n in cluster.nodes):
+        raise InvalidTopology(f"cluster {cluster.id} has no node {change.host}", reason="UnknownNode")
+    return dataclasses.replace(cluster, nodes=tuple(nodes))
 
 
 def requests_from_file(path: Path, *, cluster: str | None, brick_root: str | None = None) -> list[LoadTopology]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,7 +48,7 @@ from provisioner.expansion import plan_expansion
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations, mount_source
-from provisioner.topology import cluster_from
+from provisioner.topology import changed, cluster_from, with_enabled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,6 +116,8 @@ class Worker:
                     outcome = await self._expand(event, data, intent)
                 case models.LoadTopology() as data:
                     outcome = self._load_topology(event, data)
+                case models.AddNode() | models.NodeRef() | models.AddDevice() | models.DeviceRef() as data:
+                    outcome = await self._change_topology(event, data)
                 case _:
                     raise PermanentError(f"no handler for {event.type}", reason="UnknownType")
         except ProvisionerError as e:
@@ -337,6 +340,50 @@ class Worker:
         )
         outcome = self._result(event, loaded, key=cluster.id, subject=cluster.id)
         return dataclasses.replace(outcome, changes=[StateChange.put_cluster(cluster)])
+
+    async def _change_topology(
+        self, event: Event, data: models.AddNode | models.NodeRef | models.AddDevice | models.DeviceRef
+    ) -> Outcome:
+        """Add, remove, enable or disable a node or device; removal is refused while bricks remain."""
+        cluster = self._cluster(data.cluster)
+        action = event.type.split(".")[3]  # add, remove, enable, disable
+        if action in ("enable", "disable"):
+            assert isinstance(data, models.NodeRef | models.DeviceRef)
+            new = with_enabled(cluster, data, enabled=action == "enable")
+        else:
+            new = changed(cluster, data)
+        used = {b.device for v in self._state.volumes_of(cluster.id) for b in v.bricks}
+        for node in cluster.nodes:
+            for device in node.devices:
+                if device.id in used and not any(device.id == d.id for n in new.nodes for d in n.devices):
+                    raise InvalidTopology(
+                        f"{device.name} on {node.manage} still holds bricks; delete or move those volumes first",
+                        reason="DeviceInUse",
+                    )
+        before = {n.id for n in cluster.nodes}
+        after = {n.id for n in new.nodes}
+        for node in new.nodes:
+            if node.id not in before:
+                await self._retrying(
+                    functools.partial(self._ops.probe, cluster.nodes, node), what=f"probe {node.manage}"
+                )
+            old_devices = {d.id for n in cluster.nodes for d in n.devices}
+            for device in node.devices:
+                if device.id not in old_devices:
+                    prepare = functools.partial(self._ops.prepare_device, node, device)
+                    await self._retrying(prepare, what=f"prepare {device.name}")
+        for node in cluster.nodes:
+            if node.id not in after:
+                others = [n for n in cluster.nodes if n.id != node.id]
+                await self._retrying(functools.partial(self._ops.detach, others, node), what=f"detach {node.manage}")
+        changed_data = models.TopologyLoaded(
+            request_id=event.id,
+            cluster=new.id,
+            nodes=len(new.nodes),
+            devices=sum(len(n.devices) for n in new.nodes),
+        )
+        outcome = self._result(event, changed_data, key=new.id, subject=new.id)
+        return dataclasses.replace(outcome, changes=[StateChange.put_cluster(new)])
 
     # --- helpers ---------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class FakeNodes:
         self.volumes: dict[str, FakeVolume] = {}
         self.calls: list[tuple[str, Argv]] = []
         self.faults: list[Fault] = []
+        self.peers: set[str] = set()
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
         self.calls.append((host, argv))
@@ -83,6 +84,14 @@ class FakeNodes:
                 return 0, "", ""
             case ["gluster", "--mode=script", "--xml", _, "volume", *rest]:
                 return 0, self._gluster(rest), ""
+            case ["gluster", "--mode=script", "--xml", _, "peer", "probe", peer]:
+                if peer in self.peers:
+                    return 0, xml(0, f"Host {peer} port 24007 already in peer list"), ""
+                self.peers.add(peer)
+                return 0, xml(), ""
+            case ["gluster", "--mode=script", "--xml", _, "peer", "detach", peer]:
+                self.peers.discard(peer)
+                return 0, xml(), ""
         return 127, "", f"fake: unknown command {argv}"
 
     def _gluster(self, rest: list[str]) -> str:

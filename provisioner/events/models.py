@@ -143,6 +143,7 @@ class TopologyDevice(Model):
 
     name: AbsolutePath
     destroydata: bool = False
+    enabled: bool = True
     backend: Literal["lvm", "file"] = "lvm"
     capacity: SizeBytes | None = None
     tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
@@ -162,6 +163,7 @@ class TopologyHostnames(Model):
 class TopologyNodeInfo(Model):
     hostnames: TopologyHostnames
     zone: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    enabled: bool = True
     tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
 
 
@@ -187,6 +189,34 @@ class LoadTopology(Model):
             if len(set(names)) != len(names):
                 raise ValueError(f"node {entry.node.hostnames.manage[0]} lists a device twice")
         return self
+
+
+class AddNode(Model):
+    """Add a storage node (peer-probed into the trusted pool from a node already in the cluster)."""
+
+    cluster: ClusterIdField
+    node: TopologyNode
+
+
+class NodeRef(Model):
+    """Names a node by its manage hostname: for remove (refused while it holds bricks), enable, disable."""
+
+    cluster: ClusterIdField
+    host: HostName
+
+
+class AddDevice(Model):
+    cluster: ClusterIdField
+    host: HostName
+    device: TopologyDevice
+
+
+class DeviceRef(Model):
+    """Names a device of a node: for remove (refused while it holds bricks), enable, disable."""
+
+    cluster: ClusterIdField
+    host: HostName
+    name: AbsolutePath
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -266,6 +296,24 @@ PROVISION_REQUESTED = f"{PREFIX}.volume.provision.requested.v1"
 DELETE_REQUESTED = f"{PREFIX}.volume.delete.requested.v1"
 EXPAND_REQUESTED = f"{PREFIX}.volume.expand.requested.v1"
 TOPOLOGY_LOAD_REQUESTED = f"{PREFIX}.topology.load.requested.v1"
+NODE_ADD_REQUESTED = f"{PREFIX}.node.add.requested.v1"
+NODE_REMOVE_REQUESTED = f"{PREFIX}.node.remove.requested.v1"
+NODE_ENABLE_REQUESTED = f"{PREFIX}.node.enable.requested.v1"
+NODE_DISABLE_REQUESTED = f"{PREFIX}.node.disable.requested.v1"
+DEVICE_ADD_REQUESTED = f"{PREFIX}.device.add.requested.v1"
+DEVICE_REMOVE_REQUESTED = f"{PREFIX}.device.remove.requested.v1"
+DEVICE_ENABLE_REQUESTED = f"{PREFIX}.device.enable.requested.v1"
+DEVICE_DISABLE_REQUESTED = f"{PREFIX}.device.disable.requested.v1"
+TOPOLOGY_CHANGES: dict[str, type[Model]] = {
+    NODE_ADD_REQUESTED: AddNode,
+    NODE_REMOVE_REQUESTED: NodeRef,
+    NODE_ENABLE_REQUESTED: NodeRef,
+    NODE_DISABLE_REQUESTED: NodeRef,
+    DEVICE_ADD_REQUESTED: AddDevice,
+    DEVICE_REMOVE_REQUESTED: DeviceRef,
+    DEVICE_ENABLE_REQUESTED: DeviceRef,
+    DEVICE_DISABLE_REQUESTED: DeviceRef,
+}
 
 REQUEST_TYPES: dict[str, type[Model]] = {
     PROVISION_REQUESTED: ProvisionVolume,
@@ -280,6 +328,7 @@ REQUEST_KINDS = {
     DELETE_REQUESTED: "delete",
     EXPAND_REQUESTED: "expand",
     TOPOLOGY_LOAD_REQUESTED: "topology_load",
+    **{t: t.split(".")[2] + "_" + t.split(".")[3] for t in TOPOLOGY_CHANGES},  # node_add, device_remove, ...
 }
 """A short, bounded name per request type, for logs and metric labels."""
 
@@ -301,4 +350,6 @@ RESULT_TYPES: dict[str, type[Model]] = {
     failed_type(EXPAND_REQUESTED): RequestFailed,
     succeeded_type(TOPOLOGY_LOAD_REQUESTED): TopologyLoaded,
     failed_type(TOPOLOGY_LOAD_REQUESTED): RequestFailed,
+    **{succeeded_type(t): TopologyLoaded for t in TOPOLOGY_CHANGES},
+    **{failed_type(t): RequestFailed for t in TOPOLOGY_CHANGES},
 }

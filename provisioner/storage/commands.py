@@ -127,3 +127,11 @@ def volume_add_brick(name: str, bricks: Sequence[str], *, timeout: int) -> Argv:
 
 def volume_rebalance_start(name: str, *, timeout: int) -> Argv:
     return gluster("volume", "rebalance", name, "start", timeout=timeout)
+
+
+def peer_probe(host: str, *, timeout: int) -> Argv:
+    return gluster("peer", "probe", host, timeout=timeout)
+
+
+def peer_detach(host: str, *, timeout: int) -> Argv:
+    return gluster("peer", "detach", host, timeout=timeout)

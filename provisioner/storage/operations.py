@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
-from provisioner.domain import Brick, Cluster, Volume
+from provisioner.domain import Brick, BrickBackend, Cluster, Device, Node, Volume
 from provisioner.errors import (
     GlusterBusy,
     GlusterError,
@@ -186,29 +187,32 @@ class VolumeOperations:
         return result
 
     async def _gluster_raw(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
-        delay = 0.25
-        for attempt in range(self._settings.busy_retries + 1):
-            result, stdout = await self._on_any_node(cluster, volume, argv)
-            if not result.busy:
-                if result.unreachable:
-                    raise TemporaryError(
-                        f"{' '.join(argv[4:6])} {volume.name}: {result.message}",
-                        reason="NodeUnreachable",
-                        delay=5.0,
-                    )
-                return result, stdout
-            log.info("gluster busy on %s (attempt %d): %s", volume.name, attempt + 1, result.message)
-            await self._sleep(delay)
-            delay = min(delay * 2, 8.0)
-        raise GlusterBusy(f"gluster kept answering busy for {volume.name}: {result.message}", delay=10.0)
-
-    async def _on_any_node(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
-        """Run a gluster CLI call on the first reachable node holding one of the volume's bricks."""
         hosts: list[str] = []
         for brick in volume.bricks:
             host = cluster.node(brick.node).manage
             if host not in hosts:
                 hosts.append(host)
+        return await self._call(hosts, argv, what=volume.name)
+
+    async def _call(self, hosts: Sequence[str], argv: commands.Argv, *, what: str) -> tuple[OpResult, str]:
+        """A gluster CLI call on the first reachable of ``hosts``, retried while glusterd is busy."""
+        delay = 0.25
+        for attempt in range(self._settings.busy_retries + 1):
+            result, stdout = await self._on_any_node(hosts, argv)
+            if not result.busy:
+                if result.unreachable:
+                    raise TemporaryError(
+                        f"{' '.join(argv[4:6])} {what}: {result.message}",
+                        reason="NodeUnreachable",
+                        delay=5.0,
+                    )
+                return result, stdout
+            log.info("gluster busy on %s (attempt %d): %s", what, attempt + 1, result.message)
+            await self._sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise GlusterBusy(f"gluster kept answering busy for {what}: {result.message}", delay=10.0)
+
+    async def _on_any_node(self, hosts: Sequence[str], argv: commands.Argv) -> tuple[OpResult, str]:
         last: NodeUnreachable | None = None
         for host in hosts:
             try:
@@ -219,8 +223,34 @@ class VolumeOperations:
                 last = e
                 continue
             return parse_op_result(completed.stdout, completed.stderr), completed.stdout
-        assert last is not None
+        if last is None:
+            raise GlusterError("no node to run the gluster CLI on", reason="NotEnoughNodes")
         raise last
+
+    # --- the trusted pool and devices -------------------------------------------------------------
+
+    async def probe(self, members: Sequence[Node], new: Node) -> None:
+        """Peer-probe ``new`` into the pool from the first reachable member (already a peer is fine)."""
+        if not members:
+            return
+        argv = commands.peer_probe(new.storage, timeout=self._settings.gluster_timeout)
+        result, _ = await self._call([m.manage for m in members], argv, what=f"peer {new.storage}")
+        if not result.ok and "already in peer list" not in result.message:
+            raise GlusterError(f"peer probe {new.storage}: {result.message}", reason="PeerProbeFailed")
+
+    async def detach(self, members: Sequence[Node], gone: Node) -> None:
+        """Detach ``gone`` from the pool from another member (not being a peer any more is fine)."""
+        if not members:
+            return
+        argv = commands.peer_detach(gone.storage, timeout=self._settings.gluster_timeout)
+        result, _ = await self._call([m.manage for m in members], argv, what=f"peer {gone.storage}")
+        if not result.ok and not re.search(r"not (part of|a friend|in)|does not exist", result.message):
+            raise GlusterError(f"peer detach {gone.storage}: {result.message}", reason="PeerDetachFailed")
+
+    async def prepare_device(self, node: Node, device: Device) -> None:
+        """A file-backend device is a directory of brick images; an LVM device is left to the lvm backend."""
+        if device.backend is BrickBackend.FILE:
+            await self._executor.run(node.manage, commands.mkdir(device.name), timeout=self._settings.command_timeout)
 
 
 def _owned(info: VolumeInfo, cluster: Cluster, volume: Volume) -> bool:

@@ -24,7 +24,7 @@ TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "dev" / "topology.js
 async def loaded(stack: Stack, daemon: Daemon) -> Daemon:
     result = stack.cli("topology", "load", str(TOPOLOGY), "--wait", "--timeout", "60")
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "topology of cluster dev loaded: 3 nodes, 6 devices" in result.stdout
+    assert "topology of cluster dev now: 3 nodes, 6 devices" in result.stdout
     return daemon
 
 
@@ -191,3 +191,34 @@ async def test_expand_a_replica_three_volume_by_a_set(stack: Stack, loaded: Daem
         finally:
             await ssh.close()
         assert exists.exit_status != 0, f"{mount} left on {brick.host}"
+
+
+async def test_node_add_disable_enable_on_the_real_pool(stack: Stack, loaded: Daemon) -> None:
+    """A cluster of two nodes cannot hold replica 3; adding the third (peer probe) makes it fit."""
+    cluster = f"grow-{uuid.uuid4().hex[:6]}"
+    document = json.loads(TOPOLOGY.read_text())["clusters"][0]
+    document = {"clusters": [{"id": cluster, "nodes": document["nodes"][:2]}]}
+    path = TOPOLOGY.parent.parent.parent / ".dev" / f"{cluster}.json"
+    path.write_text(json.dumps(document))
+    try:
+        assert stack.cli("topology", "load", str(path), "--wait").returncode == 0
+    finally:
+        path.unlink()
+    name = f"n3_{uuid.uuid4().hex[:8]}"
+    provision = ("request", "provision", "--cluster", cluster, "--size", "1GiB", "--name", name, "--wait")
+    refused = stack.cli(*provision)
+    assert refused.returncode == 1 and "NotEnoughNodes" in refused.stdout, refused.stdout
+    third = stack.nodes[2]
+    added = stack.cli(
+        "node", "add", "--cluster", cluster, "--manage", third, "--device", "/srv/devices/dev1:100GiB", "--wait"
+    )
+    assert added.returncode == 0 and "now: 3 nodes, 5 devices" in added.stdout, added.stdout + added.stderr
+    disabled = stack.cli("node", "disable", "--cluster", cluster, "--host", third, "--wait")
+    assert disabled.returncode == 0, disabled.stdout
+    assert "NotEnoughNodes" in stack.cli(*provision).stdout
+    assert stack.cli("node", "enable", "--cluster", cluster, "--host", third, "--wait").returncode == 0
+    created = stack.cli(*provision)
+    assert created.returncode == 0 and f"brick {third}:" in created.stdout, created.stdout
+    in_use = stack.cli("node", "remove", "--cluster", cluster, "--host", third, "--wait")
+    assert in_use.returncode == 1 and "DeviceInUse" in in_use.stdout
+    assert stack.cli("request", "delete", "--cluster", cluster, "--name", name, "--wait").returncode == 0

@@ -256,3 +256,57 @@ async def test_expand_of_unknown_volume_fails_with_reason() -> None:
     outcome = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
     assert isinstance(outcome.result.data, models.RequestFailed)
     assert outcome.result.data.reason == "VolumeNotFound"
+
+
+async def change(world: World, type_: str, data: models.Model) -> Outcome:
+    return await world.handle(new_event(type_, data, source="/t"))
+
+
+async def test_node_add_probes_and_remove_detaches() -> None:
+    world = World(nodes=2)
+    await world.load()
+    third = topology(3).nodes[2]
+    added = await change(world, models.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
+    assert isinstance(added.result.data, models.TopologyLoaded) and added.result.data.nodes == 3
+    assert world.nodes.peers == {"10.0.0.3"}
+    assert ("10.0.0.3", ("mkdir", "-p", "--", "/srv/devices/dev1")) in world.nodes.calls
+    assert (await world.provision(name="three")).result.type.endswith("succeeded.v1")  # now 3 nodes
+    refused = await change(world, models.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
+    assert isinstance(refused.result.data, models.RequestFailed) and refused.result.data.reason == "DeviceInUse"
+    await world.delete(name="three")
+    removed = await change(world, models.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
+    assert isinstance(removed.result.data, models.TopologyLoaded) and removed.result.data.nodes == 2
+    assert world.nodes.peers == set()
+
+
+async def test_disabled_node_gets_no_bricks_until_enabled() -> None:
+    world = World(nodes=3)
+    await world.load()
+    ref = models.NodeRef(cluster="dev", host="10.0.0.2")
+    await change(world, models.NODE_DISABLE_REQUESTED, ref)
+    failed = await world.provision(name="nope")
+    assert isinstance(failed.result.data, models.RequestFailed) and failed.result.data.reason == "NotEnoughNodes"
+    await change(world, models.NODE_ENABLE_REQUESTED, ref)
+    assert (await world.provision(name="yes")).result.type.endswith("succeeded.v1")
+
+
+async def test_device_add_and_remove() -> None:
+    world = World(nodes=3)
+    await world.load()
+    device = models.TopologyDevice(name="/srv/devices/dev9", backend="file", capacity=10 * GiB)
+    added = await change(
+        world, models.DEVICE_ADD_REQUESTED, models.AddDevice(cluster="dev", host="10.0.0.1", device=device)
+    )
+    assert isinstance(added.result.data, models.TopologyLoaded) and added.result.data.devices == 4
+    unknown = await change(
+        world,
+        models.DEVICE_REMOVE_REQUESTED,
+        models.DeviceRef(cluster="dev", host="10.0.0.9", name="/srv/devices/dev9"),
+    )
+    assert isinstance(unknown.result.data, models.RequestFailed) and unknown.result.data.reason == "UnknownNode"
+    removed = await change(
+        world,
+        models.DEVICE_REMOVE_REQUESTED,
+        models.DeviceRef(cluster="dev", host="10.0.0.1", name="/srv/devices/dev9"),
+    )
+    assert isinstance(removed.result.data, models.TopologyLoaded) and removed.result.data.devices == 3
