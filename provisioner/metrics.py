@@ -43,9 +43,10 @@ STEPS = (
     "rollback",  # undoing a failed create
     "kubernetes",  # PV, Endpoints, Service, claim annotations
 )
-"""The ``step`` label values: a closed vocabulary, so dashboards and alerts can name them. The worker
-records gluster create and start as one step (``gluster_create``) and stop and delete as another
-(``gluster_delete``) until it measures them apart; ``kubernetes`` is for the PV/claim work."""
+"""The ``step`` label values: a closed vocabulary, so dashboards and alerts can name them.
+``gluster_create`` spans create, options and start, and ``gluster_start`` is the start inside it;
+``gluster_delete`` spans stop, delete and brick removal, and ``gluster_stop`` the stop inside it;
+``kubernetes`` is for the PV/claim work."""
 
 DEAD_LETTER_REASONS = (
     "EmptyEvent",

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 
+from provisioner import metrics
 from provisioner.domain import Brick, BrickBackend, Cluster, Device, Node, Volume
 from provisioner.errors import (
     GlusterBusy,
@@ -102,7 +103,8 @@ class VolumeOperations:
             result = await self._gluster(cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout))
             if not result.ok:
                 raise GlusterError(f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption")
-        started = await self._gluster(cluster, volume, commands.volume_start(volume.name, timeout=timeout))
+        with metrics.step("gluster_start"):
+            started = await self._gluster(cluster, volume, commands.volume_start(volume.name, timeout=timeout))
         if not started.ok and not started.already_started:
             raise GlusterError(f"volume start {volume.name}: {started.message}")
 
@@ -128,7 +130,9 @@ class VolumeOperations:
             owner = info.options.get(ID_OPTION)
             log.warning("gluster volume %s is not ours (owner %s); leaving it alone", volume.name, owner)
             return False
-        stopped = await self._gluster(cluster, volume, commands.volume_stop(volume.name, timeout=timeout, force=True))
+        with metrics.step("gluster_stop"):
+            stop = commands.volume_stop(volume.name, timeout=timeout, force=True)
+            stopped = await self._gluster(cluster, volume, stop)
         if not stopped.ok and not (stopped.missing or stopped.not_started):
             raise GlusterError(f"volume stop {volume.name}: {stopped.message}")
         deleted = await self._gluster(cluster, volume, commands.volume_delete(volume.name, timeout=timeout))
