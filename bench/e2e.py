@@ -57,6 +57,7 @@ from provisioner.domain import Brick, BrickId, ClusterId, DeviceId, NodeId, Repl
 from provisioner.errors import InvalidEvent
 from provisioner.events import models
 from provisioner.events.envelope import Event, decode_result, encode, new_event
+from provisioner.events.models import is_terminal
 from provisioner.executor import Executor
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.settings import KafkaSettings
@@ -151,7 +152,7 @@ class Bus:
                     except InvalidEvent:
                         continue
                     request_id = getattr(event.data, "request_id", None)
-                    if request_id:
+                    if request_id and is_terminal(event.type):  # progress events are not the result
                         self.arrived[request_id] = (now, event)
             if batches:
                 self._new.set()

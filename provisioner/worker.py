@@ -60,6 +60,10 @@ class IntentWriter(Protocol):
         """Durably publish state changes now (before node work), and apply them locally."""
         ...
 
+    async def progress(self, event: Event, key: str) -> None:
+        """Publish a progress event (not a result) now."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -156,6 +160,7 @@ class Worker:
         async def build() -> None:
             with metrics.step("brick_create"):
                 await self._ops.create_bricks(cluster, volume)
+            await self._progress(event, intent, volume, "bricks_ready", f"{len(volume.bricks)} bricks ready")
             with metrics.step("gluster_create"):
                 await self._ops.create_volume(cluster, volume)
 
@@ -312,6 +317,13 @@ class Worker:
         online = dataclasses.replace(volume, status=VolumeStatus.ONLINE)
         outcome = self._expanded(event, online, joined)
         return dataclasses.replace(outcome, changes=[StateChange.put_volume(online)])
+
+    async def _progress(self, event: Event, intent: IntentWriter, volume: Volume, step: str, message: str) -> None:
+        data = models.Progress(
+            request_id=event.id, cluster=volume.cluster, volume_id=volume.id, step=step, message=message
+        )
+        update = new_event(models.progressed_type(event.type), data, source=self._settings.source, subject=volume.id)
+        await intent.progress(update, volume.id)
 
     def _expanded(self, event: Event, volume: Volume, added: int) -> Outcome:
         provisioned = self._provisioned(event, volume)

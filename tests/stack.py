@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import TemporaryError
 from provisioner.events.envelope import Event, decode_result
+from provisioner.events.models import is_terminal
 from provisioner.executor.ssh import SshExecutor, SshOptions
 from provisioner.settings import KafkaSettings
 
@@ -240,7 +241,7 @@ class TopicReader:
         while time.monotonic() < deadline:
             for _, value, _ in self.records:
                 event = decode_result(value)
-                if getattr(event.data, "request_id", None) == request_id:
+                if is_terminal(event.type) and getattr(event.data, "request_id", None) == request_id:
                     return event
             await self.poll()
         raise TimeoutError(f"no result for {request_id} within {timeout}s")

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import InvalidEvent, TemporaryError
 from provisioner.events.envelope import Event, decode_result, encode
+from provisioner.events.models import is_terminal
 from provisioner.settings import KafkaSettings
 
 
@@ -55,7 +56,7 @@ class ResultWaiter:
                         event = decode_result(record.value)
                     except InvalidEvent:
                         continue  # not ours to judge here; the daemon never writes such events
-                    if getattr(event.data, "request_id", None) == request_id:
+                    if is_terminal(event.type) and getattr(event.data, "request_id", None) == request_id:
                         return event
         raise TimeoutError(f"no result for request {request_id} within {timeout:g}s")
 

@@ -152,6 +152,7 @@ class RequestLoop:
             handler=self._handler,
             resource_of=self._resource_of,
             dlq_topic=self._settings.dlq_topic,
+            results_topic=self._settings.results_topic,
             max_in_flight=self._max_in_flight,
         )
 

@@ -27,7 +27,7 @@ from provisioner import metrics
 from provisioner.bus.ledger import Ledger, ledger_key
 from provisioner.bus.publisher import Outgoing, PartitionLost, PartitionPublisher
 from provisioner.errors import InvalidEvent, TemporaryError
-from provisioner.events.envelope import Event, decode_request
+from provisioner.events.envelope import Event, decode_request, encode
 from provisioner.events.models import REQUEST_KINDS
 from provisioner.state import DesiredState, StateChange
 
@@ -62,6 +62,10 @@ class Intent:
     async def record(self, changes: list[StateChange]) -> None:
         await self._lane.publish_state(changes)
 
+    async def progress(self, event: Event, key: str) -> None:
+        value, headers = encode(event)
+        await self._lane.publish_messages([Outgoing(self._lane.results_topic, key.encode(), value, headers)])
+
 
 Handler = Callable[[Event, Intent], Awaitable[Completion]]
 ResourceOf = Callable[[Event], "str | None"]
@@ -86,6 +90,7 @@ class Lane:
         handler: Handler,
         resource_of: ResourceOf,
         dlq_topic: str,
+        results_topic: str,
         max_in_flight: int,
         publish_retries: int = 5,
     ) -> None:
@@ -96,6 +101,7 @@ class Lane:
         self._handler = handler
         self._resource_of = resource_of
         self._dlq_topic = dlq_topic
+        self.results_topic = results_topic
         self._max_in_flight = max_in_flight
         self._publish_retries = publish_retries
         self._queue: deque[Record] = deque()
@@ -229,6 +235,10 @@ class Lane:
                 self._state.apply(change)
             for change in ledger:
                 self._ledger.apply(change.key, change.value)
+
+    async def publish_messages(self, messages: list[Outgoing]) -> None:
+        async with self._transaction:
+            await self._publish(messages, commit_offset=None)
 
     async def publish_state(self, changes: list[StateChange]) -> None:
         async with self._transaction:

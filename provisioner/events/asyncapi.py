@@ -12,7 +12,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from provisioner import __version__
-from provisioner.events.models import REQUEST_TYPES, RESULT_TYPES, Model
+from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES, Model
 
 REF = "#/components/schemas/{model}"
 
@@ -55,7 +55,9 @@ def _asyncapi_dialect(node: Any) -> Any:
 def document(*, topics: dict[str, str] | None = None) -> dict[str, Any]:
     """The AsyncAPI document; ``topics`` maps channel ids to topic names (defaults: the settings')."""
     names = {"requests": "gluster.requests", "results": "gluster.results", "dlq": "gluster.dlq"} | (topics or {})
-    models = sorted({*REQUEST_TYPES.values(), *RESULT_TYPES.values()}, key=lambda m: m.__name__)
+    models = sorted(
+        {*REQUEST_TYPES.values(), *RESULT_TYPES.values(), *PROGRESS_TYPES.values()}, key=lambda m: m.__name__
+    )
     _, definitions = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     schemas: dict[str, Any] = _asyncapi_dialect(dict(definitions.get("$defs", {})))
 
@@ -81,7 +83,9 @@ def document(*, topics: dict[str, str] | None = None) -> dict[str, Any]:
         }
 
     request_messages = messages(REQUEST_TYPES, "the cluster id (equal to data.cluster)")
-    result_messages = messages(RESULT_TYPES, "the volume id, or the cluster id for topology results")
+    result_messages = messages(
+        {**RESULT_TYPES, **PROGRESS_TYPES}, "the volume id, or the cluster id for topology results"
+    )
     components_messages = {**request_messages, **result_messages}
 
     def refs(channel: str, group: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +111,8 @@ def document(*, topics: dict[str, str] | None = None) -> dict[str, Any]:
             },
             "results": {
                 "address": names["results"],
-                "description": "One terminal result per request (…succeeded / …failed), keyed by volume id.",
+                "description": "One terminal result per request (…succeeded / …failed), keyed by volume id, "
+                "and progress events (…progressed) of long requests.",
                 "messages": refs("results", result_messages),
             },
             "dlq": {

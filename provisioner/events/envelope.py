@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner.errors import InvalidEvent
-from provisioner.events.models import REQUEST_TYPES, RESULT_TYPES, Model
+from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES, Model
 
 Headers = list[tuple[str, bytes]]
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -126,7 +126,8 @@ def decode_request(value: bytes | None) -> Event:
 
 
 def decode_result(value: bytes | None) -> Event:
-    return decode(value, RESULT_TYPES)
+    """An event of the results topic: a terminal result or a progress event (see ``is_terminal``)."""
+    return decode(value, {**RESULT_TYPES, **PROGRESS_TYPES})
 
 
 def _describe(error: ValidationError) -> str:

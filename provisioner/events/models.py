@@ -281,6 +281,16 @@ class RequestFailed(Model):
     retriable: bool = False
 
 
+class Progress(Model):
+    """A step of a long request finished; not a result (the terminal ``…succeeded``/``…failed`` is)."""
+
+    request_id: str
+    cluster: ClusterIdField
+    volume_id: HexId | None = None
+    step: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    message: str
+
+
 class DeadLetter(Model):
     """Why an event went to the dead-letter topic (carried in its headers)."""
 
@@ -341,6 +351,15 @@ def failed_type(request_type: str) -> str:
     return request_type.replace(".requested.", ".failed.")
 
 
+def progressed_type(request_type: str) -> str:
+    return request_type.replace(".requested.", ".progressed.")
+
+
+def is_terminal(event_type: str) -> bool:
+    """Whether an event on the results topic is a request's one result (not a progress event)."""
+    return ".succeeded." in event_type or ".failed." in event_type
+
+
 RESULT_TYPES: dict[str, type[Model]] = {
     succeeded_type(PROVISION_REQUESTED): VolumeProvisioned,
     failed_type(PROVISION_REQUESTED): RequestFailed,
@@ -353,3 +372,9 @@ RESULT_TYPES: dict[str, type[Model]] = {
     **{succeeded_type(t): TopologyLoaded for t in TOPOLOGY_CHANGES},
     **{failed_type(t): RequestFailed for t in TOPOLOGY_CHANGES},
 }
+
+PROGRESS_TYPES: dict[str, type[Model]] = {
+    progressed_type(PROVISION_REQUESTED): Progress,
+    progressed_type(EXPAND_REQUESTED): Progress,
+}
+"""Non-terminal events on the results topic, for long operations."""

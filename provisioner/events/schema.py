@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 
-from provisioner.events.models import REQUEST_TYPES, RESULT_TYPES
+from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES
 
 
 def schemas() -> dict[str, str]:
     """File name → JSON text, one file per event type."""
     out = {}
-    for event_type, model in {**REQUEST_TYPES, **RESULT_TYPES}.items():
+    for event_type, model in {**REQUEST_TYPES, **RESULT_TYPES, **PROGRESS_TYPES}.items():
         schema = model.model_json_schema()
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

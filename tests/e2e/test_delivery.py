@@ -48,6 +48,12 @@ async def send(stack: Stack, events: list[Event]) -> None:
         await produce(stack, value, key=event.data.cluster.encode(), headers=headers)  # type: ignore[attr-defined]
 
 
+def _terminal(records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> Counter[str]:
+    """Terminal results per request id (progress events do not count)."""
+    events = [decode_result(v) for _, v, _ in records]
+    return Counter(e.data.request_id for e in events if models.is_terminal(e.type))  # type: ignore[attr-defined]
+
+
 async def collect(stack: Stack, ids: set[str], *, timeout: float) -> Counter[str]:
     """Terminal results per request id (read_committed), waiting until every id has one."""
     seen: Counter[str] = Counter()
@@ -55,12 +61,10 @@ async def collect(stack: Stack, ids: set[str], *, timeout: float) -> Counter[str
         deadline = asyncio.get_running_loop().time() + timeout
         while not ids <= set(seen) and asyncio.get_running_loop().time() < deadline:
             await reader.poll(1.0)
-            seen = Counter(
-                rid for _, v, _ in reader.records if (rid := getattr(decode_result(v).data, "request_id", None))
-            )
+            seen = _terminal(reader.records)
         for _ in range(3):  # a little longer: duplicates would show up now
             await reader.poll(1.0)
-        seen = Counter(rid for _, v, _ in reader.records if (rid := getattr(decode_result(v).data, "request_id", None)))
+        seen = _terminal(reader.records)
         results = [decode_result(v) for _, v, _ in reader.records]
     failures = [r.data for r in results if isinstance(r.data, models.RequestFailed) and r.data.request_id in ids]
     assert not failures, failures

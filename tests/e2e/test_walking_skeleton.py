@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.events import models
-from provisioner.events.envelope import encode, header, new_event
+from provisioner.events.envelope import decode_result, encode, header, new_event
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
 from tests.stack import Daemon, Stack, TopicReader, produce
@@ -47,6 +47,8 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
         result = await results.wait_result(request.id)
 
     assert result.type == "org.gluster.volume.provision.succeeded.v1", result.data
+    progress = [decode_result(v) for _, v, _ in results.records]
+    assert [e.data.step for e in progress if e.type.endswith(".progressed.v1")] == ["bricks_ready"]  # type: ignore[attr-defined]
     assert isinstance(result.data, models.VolumeProvisioned)
     volume = result.data.volume
     assert volume.name == name

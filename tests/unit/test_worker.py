@@ -22,6 +22,10 @@ class Intent:
     def __init__(self, state: DesiredState) -> None:
         self.state = state
         self.recorded: list[StateChange] = []
+        self.progress_events: list[Event] = []
+
+    async def progress(self, event: Event, key: str) -> None:
+        self.progress_events.append(event)
 
     async def record(self, changes: list[StateChange]) -> None:
         self.recorded += changes
@@ -88,6 +92,9 @@ async def test_provision_then_delete_leaves_nothing() -> None:
     assert world.nodes.volumes["v1"].options["user.provisioner.id"] == data.volume.volume_id
     assert len(world.nodes.mounts) == 3
     assert world.intent.recorded[0].key == f"volume/{data.volume.volume_id}"  # intent before node work
+    [progress] = world.intent.progress_events
+    assert progress.type == "org.gluster.volume.provision.progressed.v1"
+    assert isinstance(progress.data, models.Progress) and progress.data.step == "bricks_ready"
     assert world.state.volumes[VolumeId(data.volume.volume_id)].status is VolumeStatus.ONLINE
 
     deleted = await world.delete(name="v1")
