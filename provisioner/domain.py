@@ -163,6 +163,7 @@ class Volume:
     options: tuple[tuple[str, str], ...] = ()
     request: RequestId | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
+    snapshot_factor: float = 1.0  # thin pool size over brick size, for the lvm backend
 
 
 def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:

@@ -219,6 +219,7 @@ class Worker:
             options=tuple(sorted(data.options.items())),
             request=RequestId(event.id),
             labels=tuple(sorted(data.labels.items())),
+            snapshot_factor=data.snapshot_factor,
         )
         await intent.record([StateChange.put_volume(volume)])
         return volume

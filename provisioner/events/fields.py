@@ -34,9 +34,25 @@ def _no_parent_segments(path: str) -> str:
     return path
 
 
-def _not_ours(key: str) -> str:
-    if key.startswith("user.provisioner."):
-        raise ValueError("user.provisioner.* options are set by the provisioner itself")
+ALLOWED_OPTION_PREFIXES = (
+    "performance.",
+    "cluster.",
+    "features.",
+    "network.",
+    "diagnostics.",
+    "storage.",
+    "server.",
+    "client.",
+    "disperse.",
+)
+"""Volume option families a request may set. Access control (auth.*), NFS exports (nfs.*) and our own
+ids (user.*) stay under the operator's control."""
+
+
+def _allowed_option(key: str) -> str:
+    if not key.startswith(ALLOWED_OPTION_PREFIXES):
+        allowed = ", ".join(p + "*" for p in ALLOWED_OPTION_PREFIXES)
+        raise ValueError(f"option {key!r} is not allowed in a request; allowed: {allowed}")
     return key
 
 
@@ -51,7 +67,7 @@ HostName = Annotated[str, Field(pattern=HOST_PATTERN, description="Hostname or I
 AbsolutePath = Annotated[
     str, Field(pattern=PATH_PATTERN, description="Absolute path."), AfterValidator(_no_parent_segments)
 ]
-OptionKey = Annotated[str, Field(pattern=OPTION_KEY_PATTERN), AfterValidator(_not_ours)]
+OptionKey = Annotated[str, Field(pattern=OPTION_KEY_PATTERN), AfterValidator(_allowed_option)]
 OptionValue = Annotated[str, Field(pattern=OPTION_VALUE_PATTERN)]
 Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
 SizeBytes = Annotated[int, Field(ge=1, le=MAX_VOLUME_SIZE, description="Bytes.")]

@@ -104,6 +104,9 @@ class ProvisionVolume(Model):
     options: Annotated[dict[OptionKey, OptionValue], Field(max_length=64)] = {}
     zone_checking: Literal["strict", "none"] = "none"
     labels: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+    snapshot_factor: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
+        1.0, description="LVM thin pool = brick size x this factor, room for snapshots (Heketi's snapfactor)."
+    )
 
 
 class DeleteVolume(Model):

@@ -54,6 +54,8 @@ def test_round_trip_with_headers() -> None:
         (envelope({"cluster": "dev", "size": 1, "name": "all"}), "InvalidData"),
         (envelope({"cluster": "dev", "size": 1, "options": {"x.y": "a b"}}), "InvalidData"),
         (envelope({"cluster": "dev", "size": 1, "options": {"user.provisioner.id": "a"}}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "options": {"auth.allow": "10.0.0.1"}}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1, "snapshot_factor": 0.5}), "InvalidData"),
         (envelope({"cluster": "Dev!", "size": 1}), "InvalidData"),
         (
             envelope({"cluster": "dev", "size": 1, "durability": {"type": "replicate", "replica": 2, "arbiter": True}}),
@@ -112,3 +114,12 @@ def test_arbitrary_json_data_never_escapes(data: object) -> None:
     ).encode()
     with contextlib.suppress(InvalidEvent):
         decode_request(value)
+
+
+def test_allowed_options_and_snapshot_factor_pass() -> None:
+    event = decode_request(
+        envelope({"cluster": "dev", "size": 1, "options": {"performance.read-ahead": "off"}, "snapshot_factor": 1.5})
+    )
+    assert isinstance(event.data, models.ProvisionVolume)
+    assert event.data.options == {"performance.read-ahead": "off"}
+    assert event.data.snapshot_factor == 1.5
