@@ -19,6 +19,8 @@ from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.capacity import CapacityCollector
 from provisioner.events.envelope import Event, encode
+from provisioner.executor import Executor
+from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import SshExecutor, SshOptions
 from provisioner.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
@@ -47,7 +49,10 @@ def ssh_executor(settings: Settings) -> SshExecutor:
 async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    executor = MeasuredExecutor(ssh_executor(settings))
+    executor: Executor = MeasuredExecutor(ssh_executor(settings))
+    if settings.worker.crash_after:
+        log.warning("crash injection armed: %s", settings.worker.crash_after)
+        executor = CrashAfter(executor, settings.worker.crash_after)
     state = DesiredState()
     reader = StateTopicReader(settings.kafka, state)
     worker = Worker(state, VolumeOperations(executor, settings.storage), settings)

@@ -77,6 +77,11 @@ class WorkerSettings(Group):
     max_in_flight: Annotated[int, Field(ge=1, le=256)] = Field(
         16, description="Requests worked on at once per input partition (different volumes run concurrently)."
     )
+    crash_after: str = Field(
+        "",
+        pattern=r"^([a-z_.]+:[1-9][0-9]*)?$",
+        description="Tests only: exit right after the Nth matching node command (COMMAND:N, e.g. mkfs.xfs:1).",
+    )
     shutdown_grace: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds in-flight work may take to finish after SIGTERM."
     )

@@ -124,14 +124,17 @@ def load_stack() -> Stack:
 class Daemon:
     """``provisioner run`` as a real child process."""
 
-    def __init__(self, stack: Stack, log: Path) -> None:
+    def __init__(self, stack: Stack, log: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.log = log
         self.stack = stack
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = self.stack.daemon_env(PROVISIONER_HTTP__PORT=str(self.port), PROVISIONER_HTTP__HOST="127.0.0.1")
+        env = self.stack.daemon_env(
+            PROVISIONER_HTTP__PORT=str(self.port), PROVISIONER_HTTP__HOST="127.0.0.1", **self.extra_env
+        )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "provisioner", "run"], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -17,7 +17,7 @@ class MeasuredExecutor:
         self._inner = inner
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
-        command = _command_name(argv)
+        command = command_name(argv)
         started = time.monotonic()
         try:
             result = await self._inner.run(host, argv, timeout=timeout, check=check)
@@ -36,7 +36,7 @@ class MeasuredExecutor:
         await self._inner.close()
 
 
-def _command_name(argv: Argv) -> str:
+def command_name(argv: Argv) -> str:
     """``gluster volume create`` → ``gluster_volume_create``; others by program name (bounded set)."""
     if argv and argv[0] == "gluster":
         words = [a for a in argv[1:] if not a.startswith("-")][:2]

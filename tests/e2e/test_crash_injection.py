@@ -1,0 +1,90 @@
+"""Crash injection on the real stack: the daemon dies right after each distinct node step of a create,
+is restarted, and the volume ends complete; deleting it then leaves nothing on the nodes."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+
+import pytest
+
+from provisioner.events import models
+from provisioner.events.envelope import Event, encode, new_event
+from provisioner.executor.fault import CRASH_EXIT_CODE
+from provisioner.storage import commands
+from provisioner.storage.parsing import parse_volume_info
+from tests.stack import Daemon, Stack, TopicReader, load_topology, produce
+
+pytestmark = pytest.mark.integration
+GiB = 1024**3
+
+STEPS = [
+    "mountpoint",
+    "mkdir",
+    "truncate",
+    "setfattr",
+    "mkfs.xfs",
+    "mount",
+    "gluster_volume_create",
+    "gluster_volume_set",
+    "gluster_volume_start",
+]
+
+
+@pytest.fixture(scope="module")
+def own(stack: Stack) -> Stack:
+    return dataclasses.replace(stack, prefix=f"t{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_crash_after_each_node_step_of_a_create(own: Stack, tmp_path: Path, step: str) -> None:
+    stack = own
+    crashing = Daemon(stack, tmp_path / "crash.log", extra_env={"PROVISIONER_WORKER__CRASH_AFTER": f"{step}:1"})
+    crashing.start()
+    await crashing.wait_ready()
+    await load_topology(stack, "crash")
+    name = f"c_{step.replace('.', '_')[:12]}_{uuid.uuid4().hex[:6]}"
+    request = new_event(
+        models.PROVISION_REQUESTED, models.ProvisionVolume(cluster="crash", size=GiB, name=name), source="/tests"
+    )
+    value, headers = encode(request)
+    async with TopicReader(stack, stack.topic("results")) as results:
+        await produce(stack, value, key=b"crash", headers=headers)
+        assert crashing.process is not None
+        code = crashing.process.wait(timeout=120)
+        assert code == CRASH_EXIT_CODE, f"the daemon did not crash after {step}:\n{crashing.tail()}"
+        daemon = Daemon(stack, tmp_path / "after.log")
+        daemon.start()
+        try:
+            result = await results.wait_result(request.id, timeout=180)
+        except BaseException:
+            daemon.stop()
+            raise
+    try:
+        await _check_then_delete(stack, name, result)
+    finally:
+        daemon.stop()
+
+
+async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
+    assert isinstance(result.data, models.VolumeProvisioned), result.data
+    volume = result.data.volume
+    ssh = stack.ssh()
+    try:
+        info = await ssh.run(stack.nodes[0], commands.volume_info(name, timeout=60), timeout=90)
+        [gluster_volume] = parse_volume_info(info.stdout)
+        assert gluster_volume.status == "Started"
+        assert {(b.host, b.path) for b in gluster_volume.bricks} == {(b.host, b.path) for b in volume.bricks}
+        assert gluster_volume.options["user.provisioner.id"] == volume.volume_id
+        deleted = stack.cli("request", "delete", "--cluster", "crash", "--name", name, "--wait", "--timeout", "180")
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        for brick in volume.bricks:
+            left = await ssh.run(
+                brick.host,
+                ("find", "/srv/devices", "/var/lib/provisioner/mounts", "-name", f"brick_{brick.id}*"),
+                timeout=30,
+            )
+            assert left.stdout == "", f"left on {brick.host}: {left.stdout}"
+    finally:
+        await ssh.close()
