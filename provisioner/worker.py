@@ -345,14 +345,7 @@ class Worker:
                     f"{volume.name}; delete or move the volume first",
                     reason="DeviceInUse",
                 )
-        loaded = models.TopologyLoaded(
-            request_id=event.id,
-            cluster=cluster.id,
-            nodes=len(cluster.nodes),
-            devices=sum(len(n.devices) for n in cluster.nodes),
-        )
-        outcome = self._result(event, loaded, key=cluster.id, subject=cluster.id)
-        return dataclasses.replace(outcome, changes=[StateChange.put_cluster(cluster)])
+        return self._topology_now(event, cluster)
 
     async def _change_topology(
         self, event: Event, data: models.AddNode | models.NodeRef | models.AddDevice | models.DeviceRef
@@ -389,14 +382,18 @@ class Worker:
             if node.id not in after:
                 others = [n for n in cluster.nodes if n.id != node.id]
                 await self._retrying(functools.partial(self._ops.detach, others, node), what=f"detach {node.manage}")
-        changed_data = models.TopologyLoaded(
+        return self._topology_now(event, new)
+
+    def _topology_now(self, event: Event, cluster: Cluster) -> Outcome:
+        """The answer to any topology request: the cluster as it is now, recorded in the state topic."""
+        now = models.TopologyLoaded(
             request_id=event.id,
-            cluster=new.id,
-            nodes=len(new.nodes),
-            devices=sum(len(n.devices) for n in new.nodes),
+            cluster=cluster.id,
+            nodes=len(cluster.nodes),
+            devices=sum(len(n.devices) for n in cluster.nodes),
         )
-        outcome = self._result(event, changed_data, key=new.id, subject=new.id)
-        return dataclasses.replace(outcome, changes=[StateChange.put_cluster(new)])
+        outcome = self._result(event, now, key=cluster.id, subject=cluster.id)
+        return dataclasses.replace(outcome, changes=[StateChange.put_cluster(cluster)])
 
     # --- helpers ---------------------------------------------------------------------------------
 
