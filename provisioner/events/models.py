@@ -333,6 +333,7 @@ REQUEST_TYPES: dict[str, type[Model]] = {
     DELETE_REQUESTED: DeleteVolume,
     EXPAND_REQUESTED: ExpandVolume,
     TOPOLOGY_LOAD_REQUESTED: LoadTopology,
+    **TOPOLOGY_CHANGES,
 }
 
 

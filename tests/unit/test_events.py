@@ -123,3 +123,27 @@ def test_allowed_options_and_snapshot_factor_pass() -> None:
     assert isinstance(event.data, models.ProvisionVolume)
     assert event.data.options == {"performance.read-ahead": "off"}
     assert event.data.snapshot_factor == 1.5
+
+
+def test_every_request_type_the_cli_can_send_is_accepted() -> None:
+    node = {"node": {"hostnames": {"manage": ["10.0.0.4"], "storage": ["10.0.0.4"]}}, "devices": []}
+    samples = {
+        models.NODE_ADD_REQUESTED: {"cluster": "dev", "node": node},
+        models.NODE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        models.NODE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        models.NODE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        models.DEVICE_ADD_REQUESTED: {
+            "cluster": "dev",
+            "host": "10.0.0.4",
+            "device": {"name": "/d", "capacity": 1, "backend": "file"},
+        },
+        models.DEVICE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        models.DEVICE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        models.DEVICE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        models.EXPAND_REQUESTED: {"cluster": "dev", "name": "v", "size": 1},
+    }
+    for type_, data in samples.items():
+        assert decode_request(envelope(data, type_=type_)).type == type_
+    assert set(samples) | {models.PROVISION_REQUESTED, models.DELETE_REQUESTED, models.TOPOLOGY_LOAD_REQUESTED} == set(
+        models.REQUEST_TYPES
+    )
