@@ -127,7 +127,7 @@ def test_allowed_options_and_snapshot_factor_pass() -> None:
 
 def test_every_request_type_the_cli_can_send_is_accepted() -> None:
     node = {"node": {"hostnames": {"manage": ["10.0.0.4"], "storage": ["10.0.0.4"]}}, "devices": []}
-    samples = {
+    samples: dict[str, dict[str, Any]] = {
         models.NODE_ADD_REQUESTED: {"cluster": "dev", "node": node},
         models.NODE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
         models.NODE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
