@@ -183,6 +183,9 @@ class Lane:
                 self.lost = True
             except TemporaryError as e:
                 self._break(f"commit of offset {record.offset} failed: {e}")
+            except Exception as e:  # a bug in committing: re-read from the watermark rather than stall
+                log.exception("lane %s: offset %d could not be finished", self.partition, record.offset)
+                self._break(f"offset {record.offset}: {type(e).__name__}: {e}")
             finally:
                 self._in_flight.pop(record.offset, None)
 
