@@ -171,9 +171,5 @@ def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:
     return f"{brick_root}/vg_{device}/brick_{brick}"
 
 
-def brick_path(brick_root: str, device: DeviceId, brick: BrickId) -> str:
-    return f"{brick_mount_point(brick_root, device, brick)}/brick"
-
-
 def volume_name_for(volume: VolumeId) -> str:
     return f"vol_{volume}"

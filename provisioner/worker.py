@@ -30,6 +30,7 @@ from provisioner.domain import (
     Volume,
     VolumeId,
     VolumeStatus,
+    brick_mount_point,
     derive_id,
     volume_name_for,
 )
@@ -235,7 +236,7 @@ class Worker:
                     id=brick.id,
                     node=brick.node,
                     host=node.storage,
-                    path=f"{cluster.brick_root}/vg_{brick.device}/brick_{brick.id}/brick",
+                    path=f"{brick_mount_point(cluster.brick_root, brick.device, brick.id)}/brick",
                     device=brick.device,
                     size=brick.size,
                     arbiter=brick.arbiter,

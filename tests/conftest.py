@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -24,8 +23,3 @@ async def daemon(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     finally:
         code = process.stop()
         print(f"\n--- daemon exited {code}; last lines ---\n{process.tail(30)}")
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path

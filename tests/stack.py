@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,10 +233,6 @@ class TopicReader:
         batches = await self.consumer.getmany(timeout_ms=int(seconds * 1000))
         for records in batches.values():
             self.records += [(r.key, r.value, list(r.headers)) for r in records]
-
-    async def results(self) -> AsyncIterator[Event]:
-        for _, value, _ in self.records:
-            yield decode_result(value)
 
     async def wait_result(self, request_id: str, timeout: float = 240) -> Event:
         deadline = time.monotonic() + timeout

@@ -128,10 +128,6 @@ class Lane:
     def full(self) -> bool:
         return len(self._queue) + len(self._in_flight) >= self._max_in_flight
 
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._in_flight
-
     async def _run(self) -> None:
         while True:
             if not self._queue:
