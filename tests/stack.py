@@ -8,6 +8,7 @@ are no skips: a missing part is a failing test.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -17,11 +18,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import TemporaryError
-from provisioner.events.envelope import Event, decode_result
+from provisioner.events import models
+from provisioner.events.envelope import Event, decode_result, encode, new_event
 from provisioner.events.models import is_terminal
 from provisioner.executor.ssh import SshExecutor, SshOptions
 from provisioner.settings import KafkaSettings
@@ -140,8 +143,6 @@ class Daemon:
             )
 
     async def wait_ready(self, timeout: float = 90) -> None:
-        import aiohttp
-
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -158,8 +159,6 @@ class Daemon:
         raise RuntimeError(f"daemon not ready within {timeout}s:\n{self.tail()}")
 
     async def metrics(self) -> str:
-        import aiohttp
-
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{self.port}/metrics") as r:
             return await r.text()
 
@@ -250,12 +249,7 @@ TOPOLOGY = REPO / "deploy" / "dev" / "topology.json"
 
 async def load_topology(stack: Stack, cluster: str) -> None:
     """Load the dev topology under ``cluster`` and wait for its result (the daemon must be running)."""
-    import json as _json
-
-    from provisioner.events import models
-    from provisioner.events.envelope import encode, new_event
-
-    document = _json.loads(TOPOLOGY.read_text())["clusters"][0]
+    document = json.loads(TOPOLOGY.read_text())["clusters"][0]
     data = models.LoadTopology.model_validate({"cluster": cluster, "nodes": document["nodes"]})
     event = new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/tests")
     value, headers = encode(event)
@@ -263,12 +257,3 @@ async def load_topology(stack: Stack, cluster: str) -> None:
         await produce(stack, value, key=cluster.encode(), headers=headers)
         result = await results.wait_result(event.id, timeout=60)
     assert result.type.endswith(".succeeded.v1"), result.data
-
-
-async def gluster_volumes(stack: Stack) -> list[str]:
-    ssh = stack.ssh()
-    try:
-        listed = await ssh.run(stack.nodes[0], ("gluster", "--mode=script", "volume", "list"), timeout=60)
-    finally:
-        await ssh.close()
-    return [line for line in listed.stdout.split() if line and line != "No" and "volumes" not in listed.stdout]
