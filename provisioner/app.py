@@ -24,6 +24,8 @@ from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import SshExecutor, SshOptions
 from provisioner.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
+from provisioner.kube.api import new_client
+from provisioner.kube.objects import KubeObjects
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
@@ -55,7 +57,9 @@ async def run(settings: Settings) -> None:
         executor = CrashAfter(executor, settings.worker.crash_after)
     state = DesiredState()
     reader = StateTopicReader(settings.kafka, state)
-    worker = Worker(state, VolumeOperations(executor, settings.storage), settings)
+    kube = await new_client(settings.kubernetes) if settings.kubernetes.enabled else None
+    claims = KubeObjects(kube, timeout=settings.kubernetes.api_timeout) if kube is not None else None
+    worker = Worker(state, VolumeOperations(executor, settings.storage), settings, claims=claims)
 
     async def handle(event: Event, intent: Intent) -> Completion:
         outcome = await worker.handle(event, intent)
@@ -103,6 +107,8 @@ async def run(settings: Settings) -> None:
         await reader.stop()
         await executor.close()
         await probes.close()
+        if kube is not None:
+            await kube.close()
         log.info("stopped")
 
 

@@ -25,6 +25,7 @@ from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
+from provisioner.kube import watcher
 from provisioner.settings import ENV_PREFIX, Settings
 from provisioner.state import DesiredState
 from provisioner.topology import requests_from_file
@@ -35,6 +36,7 @@ M = TypeVar("M", bound=models.Model)
 EXAMPLES = """\
 examples:
   provisioner run                                   # the daemon
+  provisioner watch                                 # claims of our StorageClasses -> requests
   provisioner topology load topology.json --cluster dev --wait
   provisioner request provision --cluster dev --size 1GiB --replica 3 --wait
   provisioner request provision --cluster dev --size 10GiB --disperse 2+1 --name media --wait
@@ -45,6 +47,7 @@ examples:
 settings (environment, or KEY=VALUE lines in --env-file):
   PROVISIONER_KAFKA__BOOTSTRAP=host:9092   PROVISIONER_SSH__KEY_FILE=/path/id_ed25519
   PROVISIONER_SSH__KNOWN_HOSTS=/path/known_hosts   PROVISIONER_HTTP__PORT=9464   (see README)
+  PROVISIONER_KUBERNETES__ENABLED=true   PROVISIONER_KUBERNETES__KUBECONFIG=/path/kubeconfig (unset in a pod)
 """
 
 
@@ -62,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("run", help="run the provisioning daemon", description="Consume requests and provision.")
+    commands.add_parser(
+        "watch",
+        help="bridge Kubernetes claims to requests",
+        description=(
+            "Watch PersistentVolumeClaims whose StorageClass names PROVISIONER_KUBERNETES__PROVISIONER_NAME and "
+            "send provision requests; PVs of ours Released under policy Delete become delete requests, claim "
+            "resizes expand requests. Holds a Lease in PROVISIONER_KUBERNETES__NAMESPACE so that one watcher "
+            "acts at a time; run two for availability. Uses PROVISIONER_KUBERNETES__KUBECONFIG, or the pod's "
+            "service account when unset."
+        ),
+    )
 
     request = commands.add_parser("request", help="publish a volume request").add_subparsers(
         dest="request", required=True, metavar="REQUEST"
@@ -218,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "asyncssh"):
+    for noisy in ("aiokafka", "asyncssh", "kubernetes_asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "run":
             asyncio.run(app.run(settings))
+            return 0
+        if args.command == "watch":
+            asyncio.run(watcher.run(settings))
             return 0
         if args.command == "state":
             print(asyncio.run(_show_state(settings, cluster=args.cluster, as_json=args.json)))

@@ -93,10 +93,32 @@ FAILURE_REASONS = (
     "UnknownDevice",
     "PeerProbeFailed",
     "PeerDetachFailed",
+    "ClaimGone",
+    "KubernetesDisabled",
+    "KubernetesConflict",
+    "KubernetesUnavailable",
+    "KubernetesForbidden",
+    "KubernetesNotFound",
+    "KubernetesInvalid",
+    "PersistentVolumeTaken",
+    "InvalidStorageClass",  # the watcher's, on the claim as an event
+    "InvalidClaim",
+    "GidsExhausted",
 )
 """The ``reason`` codes of failed results (the ``reason`` of the failure event)."""
 
-RETRY_REASONS = ("NodeUnreachable", "CommandTimeout", "GlusterBusy", "Temporary", "Internal")
+RETRY_REASONS = (
+    "NodeUnreachable",
+    "CommandTimeout",
+    "GlusterBusy",
+    "Temporary",
+    "Internal",
+    "KubernetesConflict",
+    "KubernetesUnavailable",
+)
+WATCH_KINDS = ("provision", "delete", "expand")
+WATCH_RESOURCES = ("persistentvolumeclaims", "persistentvolumes")
+WATCH_RELIST_REASONS = ("resync", "gone", "error")
 DRIFT_KINDS = (
     "orphan_brick",  # a brick of ours on a node that no volume record names
     "orphan_volume",  # a gluster volume carrying our id without a record
@@ -158,6 +180,18 @@ DRIFT_FOUND = Counter(
     "provisioner_reconcile_drift_found", "Differences between desired and actual state found.", ["kind"]
 )
 DRIFT_REPAIRED = Counter("provisioner_reconcile_drift_repaired", "Differences the reconciler repaired.", ["kind"])
+WATCH_REQUESTS = Counter(
+    "provisioner_watch_requests_sent", "Requests the watcher sent for claims and volumes.", ["kind"]
+)
+WATCH_CLAIMS_REFUSED = Counter(
+    "provisioner_watch_claims_refused", "Claims the watcher could not turn into a request (reason on the claim)."
+)
+WATCH_RELISTS = Counter(
+    "provisioner_watch_relists",
+    "Full relists by the watcher, by cause (resync, gone = 410, error).",
+    ["resource", "reason"],
+)
+WATCH_LEADER = Gauge("provisioner_watch_leader", "1 while this watcher holds the Lease and acts.")
 
 for _kind in sorted(set(REQUEST_KINDS.values())):
     REQUESTS_RECEIVED.labels(_kind)
@@ -174,6 +208,11 @@ for _reason in RETRY_REASONS:
 for _kind in DRIFT_KINDS:
     DRIFT_FOUND.labels(_kind)
     DRIFT_REPAIRED.labels(_kind)
+for _kind in WATCH_KINDS:
+    WATCH_REQUESTS.labels(_kind)
+for _resource in WATCH_RESOURCES:
+    for _reason in WATCH_RELIST_REASONS:
+        WATCH_RELISTS.labels(_resource, _reason)
 
 
 @contextmanager

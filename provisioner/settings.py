@@ -66,6 +66,11 @@ class StorageSettings(Group):
     busy_retries: Annotated[int, Field(ge=0)] = Field(
         8, description="Retries of a gluster call answered 'Another transaction is in progress'."
     )
+    fstab: str = Field(
+        "/etc/fstab",
+        pattern=r"^/[A-Za-z0-9._/-]+$",
+        description="fstab on the nodes that brick mounts are written to, so bricks return after a reboot.",
+    )
 
 
 class WorkerSettings(Group):
@@ -92,6 +97,32 @@ class HttpSettings(Group):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(9464, description="0 disables the HTTP server.")
 
 
+class KubernetesSettings(Group):
+    enabled: bool = Field(
+        False, description="Create PVs, Endpoints, Services and claim events for requests that name a claim."
+    )
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file; unset = the pod's service account (in-cluster configuration)."
+    )
+    provisioner_name: str = Field(
+        "gluster.org/glusterfs",
+        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)?$",
+        description="StorageClass `provisioner` this serves; written to pv.kubernetes.io/provisioned-by.",
+    )
+    namespace: str = Field(
+        "gluster-provisioner",
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        description="Namespace of the watcher's Lease (one watcher acts at a time).",
+    )
+    lease_duration: Annotated[float, Field(ge=2)] = Field(
+        15.0, description="Seconds a watcher's Lease lasts without renewal before another may take over."
+    )
+    resync: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Seconds between full relists of claims and volumes by the watcher (missed events)."
+    )
+    api_timeout: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds per Kubernetes API call.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -100,5 +131,6 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     source: str = Field("/gluster-provisioner", description="CloudEvents source of events this daemon emits.")

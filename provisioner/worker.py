@@ -46,6 +46,7 @@ from provisioner.errors import (
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.expansion import plan_expansion
+from provisioner.kube import names
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations, mount_source
@@ -54,6 +55,17 @@ from provisioner.topology import changed, cluster_from, with_enabled
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class ClaimPublisher(Protocol):
+    """The Kubernetes objects of claims (``provisioner.kube.objects.KubeObjects``); every call idempotent."""
+
+    async def claim_exists(self, claim: models.ClaimRef) -> bool: ...
+    async def provisioning(self, spec: models.ClaimVolume) -> None: ...
+    async def publish(self, spec: models.ClaimVolume, volume: models.VolumeOut) -> str: ...
+    async def withdraw(self, objects: models.ClaimObjects) -> None: ...
+    async def resized(self, resize: models.ClaimResize, size: int) -> None: ...
+    async def event(self, claim: models.ClaimRef, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
 class IntentWriter(Protocol):
@@ -80,9 +92,11 @@ class Worker:
         operations: VolumeOperations,
         settings: Settings,
         *,
+        claims: ClaimPublisher | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._state = state
+        self._claims = claims
         self._ops = operations
         self._settings = settings
         self._sleep = sleep
@@ -139,18 +153,37 @@ class Worker:
     # --- provision ------------------------------------------------------------------------------
 
     async def _provision(self, event: Event, data: models.ProvisionVolume, intent: IntentWriter) -> Outcome:
+        """Provision; for a claim, also its PV, Endpoints and Service, and a ProvisioningFailed event on failure."""
+        if data.kubernetes is None:
+            return await self._provision_volume(event, data, intent)
+        claims = self._kubernetes()
+        try:
+            outcome = await self._provision_volume(event, data, intent)
+        except ProvisionerError as e:
+            await claims.event(data.kubernetes.claim, "ProvisioningFailed", f"{e.reason}: {e}", warning=True)
+            raise
+        if isinstance(outcome.result.data, models.RequestFailed):
+            failed = outcome.result.data
+            await claims.event(
+                data.kubernetes.claim, "ProvisioningFailed", f"{failed.reason}: {failed.message}", warning=True
+            )
+        return outcome
+
+    async def _provision_volume(self, event: Event, data: models.ProvisionVolume, intent: IntentWriter) -> Outcome:
         cluster = self._cluster(data.cluster)
         volume_id = VolumeId(data.volume_id or derive_id("volume", event.id))
         name = data.name or volume_name_for(volume_id)
         existing = self._state.volumes.get(volume_id)
         if existing is not None and existing.status is VolumeStatus.ONLINE:
-            return self._provisioned(event, existing)  # the same request again: the same answer
+            return await self._published(event, data, existing)  # the same request again: the same answer
         if existing is not None and existing.status is VolumeStatus.DELETING:
             raise VolumeConflict(f"volume {volume_id} is being deleted")
         holder = self._state.volume_named(cluster.id, name)
         if holder is not None and holder.id != volume_id:
             raise VolumeConflict(f"volume name {name} is taken by volume {holder.id}", reason="VolumeNameTaken")
 
+        if existing is None and data.kubernetes is not None:
+            await self._claim_still_wanted(data.kubernetes)
         if existing is None:
             # Placement is serialized per cluster: each plan must see the space the previous took.
             async with self._placement_locks.setdefault(cluster.id, asyncio.Lock()):
@@ -170,8 +203,39 @@ class Worker:
         except ProvisionerError as failure:
             return await self._roll_back(event, volume, failure)
         online = dataclasses.replace(volume, status=VolumeStatus.ONLINE)
-        outcome = self._provisioned(event, online)
+        try:
+            outcome = await self._published(event, data, online)
+        except ProvisionerError as failure:
+            if data.kubernetes is not None and failure.reason != "PersistentVolumeTaken":
+                await self._withdraw(_objects_of(data.kubernetes))
+            return await self._roll_back(event, volume, failure)
         return dataclasses.replace(outcome, changes=[StateChange.put_volume(online)])
+
+    async def _claim_still_wanted(self, spec: models.ClaimVolume) -> None:
+        """No storage for a claim that is gone: a stale or duplicate request must not leak a volume."""
+        claims = self._kubernetes()
+        claim = spec.claim
+        with metrics.step("kubernetes"):
+            exists = await self._retrying(lambda: claims.claim_exists(claim), what=f"read claim {claim.name}")
+        if not exists:
+            raise PermanentError(
+                f"claim {claim.namespace}/{claim.name} (uid {claim.uid}) no longer exists; nothing provisioned",
+                reason="ClaimGone",
+            )
+        await claims.provisioning(spec)
+
+    async def _published(self, event: Event, data: models.ProvisionVolume, volume: Volume) -> Outcome:
+        """The success outcome, after creating the claim's Kubernetes objects when the request names a claim."""
+        outcome = self._provisioned(event, volume)
+        spec = data.kubernetes
+        if spec is None:
+            return outcome
+        claims = self._kubernetes()
+        assert isinstance(outcome.result.data, models.VolumeProvisioned)
+        out = outcome.result.data.volume
+        with metrics.step("kubernetes"):
+            pv = await self._retrying(lambda: claims.publish(spec, out), what=f"publish the PV of {volume.name}")
+        return self._provisioned(event, volume, persistent_volume=pv)
 
     async def _roll_back(self, event: Event, volume: Volume, failure: ProvisionerError) -> Outcome:
         cluster = self._cluster(volume.cluster)
@@ -225,7 +289,7 @@ class Worker:
         await intent.record([StateChange.put_volume(volume)])
         return volume
 
-    def _provisioned(self, event: Event, volume: Volume) -> Outcome:
+    def _provisioned(self, event: Event, volume: Volume, *, persistent_volume: str | None = None) -> Outcome:
         cluster = self._cluster(volume.cluster)
         mount, backups = mount_source(cluster, volume)
         bricks = []
@@ -255,6 +319,7 @@ class Worker:
                 backup_servers=backups,
                 gid=volume.gid,
             ),
+            persistent_volume=persistent_volume,
         )
         return self._result(event, data, key=volume.id, subject=volume.id)
 
@@ -263,13 +328,17 @@ class Worker:
     async def _delete(self, event: Event, data: models.DeleteVolume) -> Outcome:
         cluster = self._cluster(data.cluster)
         volume = self._selected(cluster.id, data)
+        objects = data.kubernetes
         if volume is None:
+            if objects is not None:
+                await self._withdraw(objects)
             gone = models.VolumeDeleted(
                 request_id=event.id,
                 cluster=cluster.id,
                 volume_id=data.volume_id,
                 name=data.name,
                 existed=False,
+                persistent_volume=objects.persistent_volume if objects else None,
             )
             return self._result(event, gone, key=data.volume_id or cluster.id, subject=data.volume_id)
 
@@ -278,8 +347,15 @@ class Worker:
                 await self._ops.remove(cluster, volume)
 
         await self._retrying(remove, what=f"delete {volume.name}")
+        if objects is not None:
+            await self._withdraw(objects)  # after the storage, so a PV never outlives its claim's data unseen
         deleted = models.VolumeDeleted(
-            request_id=event.id, cluster=cluster.id, volume_id=volume.id, name=volume.name, existed=True
+            request_id=event.id,
+            cluster=cluster.id,
+            volume_id=volume.id,
+            name=volume.name,
+            existed=True,
+            persistent_volume=objects.persistent_volume if objects else None,
         )
         outcome = self._result(event, deleted, key=volume.id, subject=volume.id)
         return dataclasses.replace(outcome, changes=[StateChange.delete_volume(volume.id)])
@@ -300,7 +376,8 @@ class Worker:
                         volume, data.size, cluster, self._state.usage(cluster.id), self._limits, zones=ZoneChecking.NONE
                     )
                 if not added:
-                    return self._expanded(event, volume, 0)
+                    await self._resized(data, volume)
+                    return self._expanded(event, volume, 0, data)
                 volume = dataclasses.replace(
                     volume,
                     bricks=volume.bricks + added,
@@ -317,7 +394,8 @@ class Worker:
 
         joined = await self._retrying(grow, what=f"expand {volume.name}")
         online = dataclasses.replace(volume, status=VolumeStatus.ONLINE)
-        outcome = self._expanded(event, online, joined)
+        await self._resized(data, online)
+        outcome = self._expanded(event, online, joined, data)
         return dataclasses.replace(outcome, changes=[StateChange.put_volume(online)])
 
     async def _progress(self, event: Event, intent: IntentWriter, volume: Volume, step: str, message: str) -> None:
@@ -327,10 +405,24 @@ class Worker:
         update = new_event(models.progressed_type(event.type), data, source=self._settings.source, subject=volume.id)
         await intent.progress(update, volume.id)
 
-    def _expanded(self, event: Event, volume: Volume, added: int) -> Outcome:
+    async def _resized(self, data: models.ExpandVolume, volume: Volume) -> None:
+        """The claim's PV and status follow the volume's size (also on a repeated request: idempotent)."""
+        resize = data.kubernetes
+        if resize is None:
+            return
+        claims = self._kubernetes()
+        with metrics.step("kubernetes"):
+            await self._retrying(lambda: claims.resized(resize, volume.size), what=f"resize {resize.persistent_volume}")
+
+    def _expanded(self, event: Event, volume: Volume, added: int, request: models.ExpandVolume) -> Outcome:
         provisioned = self._provisioned(event, volume)
         assert isinstance(provisioned.result.data, models.VolumeProvisioned)
-        data = models.VolumeExpanded(request_id=event.id, volume=provisioned.result.data.volume, added_bricks=added)
+        data = models.VolumeExpanded(
+            request_id=event.id,
+            volume=provisioned.result.data.volume,
+            added_bricks=added,
+            persistent_volume=request.kubernetes.persistent_volume if request.kubernetes else None,
+        )
         return self._result(event, data, key=volume.id, subject=volume.id)
 
     # --- topology -------------------------------------------------------------------------------
@@ -398,6 +490,20 @@ class Worker:
 
     # --- helpers ---------------------------------------------------------------------------------
 
+    def _kubernetes(self) -> ClaimPublisher:
+        if self._claims is None:
+            raise PermanentError(
+                "the request names a Kubernetes claim, but this daemon has no Kubernetes access "
+                "(set PROVISIONER_KUBERNETES__ENABLED=true and, outside a pod, PROVISIONER_KUBERNETES__KUBECONFIG)",
+                reason="KubernetesDisabled",
+            )
+        return self._claims
+
+    async def _withdraw(self, objects: models.ClaimObjects) -> None:
+        claims = self._kubernetes()
+        with metrics.step("kubernetes"):
+            await self._retrying(lambda: claims.withdraw(objects), what=f"remove {objects.persistent_volume}")
+
     def _selected(self, cluster: ClusterId, data: models.DeleteVolume | models.ExpandVolume) -> Volume | None:
         """The volume a request names by id or by name, if this cluster has it."""
         if data.volume_id:
@@ -456,3 +562,11 @@ class Worker:
         )
         result = new_event(models.failed_type(event.type), data, source=self._settings.source, subject=volume)
         return Outcome(result=result, key=volume or cluster or "", changes=[])
+
+
+def _objects_of(spec: models.ClaimVolume) -> models.ClaimObjects:
+    """The objects ``publish`` makes for a claim, by their deterministic names."""
+    uid = spec.claim.uid
+    return models.ClaimObjects(
+        persistent_volume=names.pv_name(uid), namespace=spec.claim.namespace, service=names.service_name(uid)
+    )

@@ -90,6 +90,7 @@ class Stack:
                 "PROVISIONER_KAFKA__GROUP_ID": self.topic("group"),
                 "PROVISIONER_KAFKA__TRANSACTIONAL_ID_PREFIX": self.topic("tx"),
                 "PROVISIONER_KAFKA__REQUESTS_PARTITIONS": "3",
+                "PROVISIONER_STORAGE__FSTAB": "/var/lib/provisioner/fstab",
                 "PROVISIONER_WORKER__RETRY_BACKOFF": "0.2",
                 "PROVISIONER_WORKER__MAX_ATTEMPTS": "3",
                 "PROVISIONER_WORKER__SHUTDOWN_GRACE": "10",
@@ -124,9 +125,12 @@ def load_stack() -> Stack:
 
 
 class Daemon:
-    """``provisioner run`` as a real child process."""
+    """``provisioner run`` (or another long-running command, such as ``watch``) as a real child process."""
 
-    def __init__(self, stack: Stack, log: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, stack: Stack, log: Path, *, extra_env: dict[str, str] | None = None, command: str = "run"
+    ) -> None:
+        self.command = command
         self.extra_env = extra_env or {}
         self.port = free_port()
         self.log = log
@@ -139,7 +143,7 @@ class Daemon:
         )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "provisioner", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "provisioner", self.command], env=env, stdout=out, stderr=subprocess.STDOUT
             )
 
     async def wait_ready(self, timeout: float = 90) -> None:
@@ -161,6 +165,12 @@ class Daemon:
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{self.port}/metrics") as r:
             return await r.text()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as when a node dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 30) -> int:
         if self.process is None or self.process.poll() is not None:

@@ -3,15 +3,18 @@
 # The binaries are built from the Go module proxy by the consumer module deploy/dev/k8sbins (no
 # tarballs, no images); no scheduler, no kubelet: pods never run, but the API, RBAC, admission
 # and the controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades).
+# kubectl is built from the same module as a tool (never started): tests apply the manifests of
+# deploy/kubernetes/ with it, and it is at hand for poking at the control plane.
 #
-#   deploy/dev/kube.sh install   build the three binaries into $CACHE_DIR/k8s-<version> (once)
+#   deploy/dev/kube.sh install   build the three binaries and kubectl into $CACHE_DIR/k8s-<version>;
+#                                only what is missing is built, running processes are left alone
 #   deploy/dev/kube.sh up        (install if needed,) fresh certs and etcd, start, wait ready;
-#                                a healthy control plane is left alone
+#                                a healthy control plane is left alone (a missing kubectl is built)
 #   deploy/dev/kube.sh down      stop the three processes (pid files), drop etcd data and certs
 #   deploy/dev/kube.sh status    exit 0 and print "kube ... up" when all three run and /readyz is 200
 #
 # `up` writes $DEV_STATE/kube/kubeconfig (https://127.0.0.1:16443, CA embedded, admin token in
-# group system:masters) and $DEV_STATE/kube/env (KUBECONFIG=<abs path>).
+# group system:masters) and $DEV_STATE/kube/env (KUBECONFIG=<abs path>, KUBECTL=<abs path>).
 #
 # Environment (all optional):
 #   DEV_STATE            state root (default <repo>/.dev); control-plane state in $DEV_STATE/kube
@@ -57,6 +60,8 @@ STOP_TIMEOUT=20
 STARTING=0
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+# Built and cached with the components, never started.
+TOOLS=(kubectl)
 # The controllers that make the API behave like a cluster's for our use: PV/PVC binding and
 # protection, namespace deletion, garbage collection, service accounts (+ legacy token secrets,
 # the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view).
@@ -85,12 +90,13 @@ package_of() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
     kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
   esac
 }
 
 installed() {
   local c
-  for c in "${COMPONENTS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done
+  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done
 }
 
 # One binary, at lowest CPU priority, with a progress line every minute (a cold kube-apiserver
@@ -98,8 +104,8 @@ installed() {
 build_one() {
   local name=$1 go=$2 pkg ldflags=(-s -w) t0 pid rc=0 next=60
   pkg="$(package_of "$name")"
-  if [[ "$name" == kube-* ]]; then
-    # What `make` stamps; without it /version reports v0.0.0-master.
+  if [[ "$name" == kube-* || "$name" == kubectl ]]; then
+    # What `make` stamps; without it /version (and `kubectl version`) reports v0.0.0-master.
     local v=k8s.io/component-base/version
     ldflags+=(-X "$v.gitMajor=1" -X "$v.gitMinor=$K8S_MINOR" -X "$v.gitVersion=$K8S_VERSION"
       -X "$v.gitTreeState=clean" -X "$v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
@@ -107,7 +113,7 @@ build_one() {
   t0="$(now)"
   log "building $name ($pkg) ..."
   (cd "$MOD_DIR" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
-    -ldflags "${ldflags[*]}" -o "$BIN_DIR/.$name.tmp" "$pkg") >"$BIN_DIR/.$name.build.log" 2>&1 8>&- &
+    -ldflags "${ldflags[*]}" -o "$BIN_DIR/.$name.tmp" "$pkg") >"$BIN_DIR/.$name.build.log" 2>&1 8>&- 9>&- &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
@@ -140,7 +146,7 @@ cmd_install() {
   if installed; then log "kubernetes $K8S_VERSION installed by a concurrent run"; return 0; fi
   t0="$(now)"
   log "building kubernetes $K8S_VERSION from the Go module proxy into $BIN_DIR ($("$go" version | cut -d' ' -f3))"
-  for c in "${COMPONENTS[@]}"; do
+  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do
     [[ -x "$BIN_DIR/$c" ]] || build_one "$c" "$go"
   done
   exec 8>&-
@@ -320,7 +326,7 @@ EOF
   mv -f "$file.tmp" "$file"
 }
 
-write_env() { echo "KUBECONFIG=$KUBECONFIG_FILE" >"$ENV_FILE"; }
+write_env() { printf 'KUBECONFIG=%s\nKUBECTL=%s\n' "$KUBECONFIG_FILE" "$BIN_DIR/kubectl" >"$ENV_FILE"; }
 
 # --- up / down / status ---------------------------------------------------------------------
 
@@ -328,6 +334,9 @@ cmd_up() {
   local t0 c p
   t0="$(now)"
   if all_up; then
+    # Only the tools can be missing here (a set installed before kubectl was one); building them
+    # does not touch the running processes.
+    installed || cmd_install
     write_env
     log "already running (etcd pid $(comp_pid etcd), kube-apiserver pid $(comp_pid kube-apiserver)," \
       "kube-controller-manager pid $(comp_pid kube-controller-manager); $SERVER)"

@@ -86,3 +86,35 @@ async def request(settings: KafkaSettings, event: Event, *, key: str, wait: floa
     async with ResultWaiter(settings) as waiter:
         await publish(settings, event, key=key)
         return await waiter.wait(event.id, timeout=wait)
+
+
+class RequestSender:
+    """A long-lived idempotent producer of requests (the watcher's), keyed by cluster."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=int(settings.request_timeout * 1000),
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as e:
+            await self._producer.stop()
+            raise TemporaryError(f"cannot reach Kafka at {self._settings.bootstrap}: {e}") from e
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, event: Event, *, key: str) -> None:
+        value, headers = encode(event)
+        try:
+            await self._producer.send_and_wait(
+                self._settings.requests_topic, value=value, key=key.encode(), headers=headers
+            )
+        except KafkaError as e:
+            raise TemporaryError(f"cannot publish to {self._settings.requests_topic}: {e}") from e

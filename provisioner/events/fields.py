@@ -18,6 +18,11 @@ PATH_PATTERN = r"^/[A-Za-z0-9_./-]{0,254}$"
 OPTION_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9-]+)+$"
 OPTION_VALUE_PATTERN = r"^[A-Za-z0-9_.,:/=+-]{1,256}$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
+KUBE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+KUBE_NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+KUBE_UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+PROVISIONER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)?$"
+MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_.,=:/+-]{1,128}$"
 
 MAX_VOLUME_SIZE = 1024**5  # 1 PiB
 
@@ -71,3 +76,8 @@ OptionKey = Annotated[str, Field(pattern=OPTION_KEY_PATTERN), AfterValidator(_al
 OptionValue = Annotated[str, Field(pattern=OPTION_VALUE_PATTERN)]
 Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
 SizeBytes = Annotated[int, Field(ge=1, le=MAX_VOLUME_SIZE, description="Bytes.")]
+KubeName = Annotated[str, Field(pattern=KUBE_NAME_PATTERN, description="Kubernetes object name (DNS subdomain).")]
+KubeNamespace = Annotated[str, Field(pattern=KUBE_NAMESPACE_PATTERN, description="Kubernetes namespace.")]
+KubeUid = Annotated[str, Field(pattern=KUBE_UID_PATTERN, description="Kubernetes object uid.")]
+ProvisionerName = Annotated[str, Field(pattern=PROVISIONER_NAME_PATTERN, max_length=253)]
+MountOption = Annotated[str, Field(pattern=MOUNT_OPTION_PATTERN)]

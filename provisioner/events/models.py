@@ -17,9 +17,14 @@ from provisioner.events.fields import (
     ClusterIdField,
     HexId,
     HostName,
+    KubeName,
+    KubeNamespace,
+    KubeUid,
     Label,
+    MountOption,
     OptionKey,
     OptionValue,
+    ProvisionerName,
     SizeBytes,
     VolumeName,
 )
@@ -88,6 +93,59 @@ def durability_spec(durability: domain.Durability) -> DistributeSpec | Replicate
             return DisperseSpec(data=data, redundancy=redundancy)
 
 
+# --- Kubernetes ---------------------------------------------------------------------------------------
+
+
+class ClaimRef(Model):
+    """A PersistentVolumeClaim; the uid tells a claim from a later one of the same name."""
+
+    namespace: KubeNamespace
+    name: KubeName
+    uid: KubeUid
+
+
+class ClaimVolume(Model):
+    """How the PersistentVolume for a claim should look (from the claim and its StorageClass).
+
+    The daemon creates it, with the per-claim Endpoints and headless Service, once the gluster volume
+    is started; the PV binder of Kubernetes then binds it to the claim."""
+
+    claim: ClaimRef
+    storage_class: KubeName
+    provisioner: ProvisionerName = Field(description="Written to pv.kubernetes.io/provisioned-by.")
+    access_modes: Annotated[
+        list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]],
+        Field(min_length=1, max_length=4),
+    ] = ["ReadWriteOnce"]
+    reclaim_policy: Literal["Delete", "Retain"] = "Delete"
+    mount_options: Annotated[list[MountOption], Field(max_length=32)] = []
+    source: Literal["glusterfs", "csi"] = Field(
+        "glusterfs", description="PV source: in-tree glusterfs (Kubernetes <= 1.25) or a CSI driver."
+    )
+    csi_driver: ProvisionerName | None = None
+
+    @model_validator(mode="after")
+    def _csi_needs_driver(self) -> ClaimVolume:
+        if self.source == "csi" and self.csi_driver is None:
+            raise ValueError("a csi source needs csi_driver")
+        return self
+
+
+class ClaimObjects(Model):
+    """The Kubernetes objects of a provisioned claim, removed after its storage is gone."""
+
+    persistent_volume: KubeName
+    namespace: KubeNamespace = Field(description="Namespace of the Endpoints and Service.")
+    service: KubeName = Field(description="Name of the Endpoints and the headless Service.")
+
+
+class ClaimResize(Model):
+    """The claim whose PersistentVolume follows an expansion."""
+
+    persistent_volume: KubeName
+    claim: ClaimRef
+
+
 # --- requests ---------------------------------------------------------------------------------------
 
 
@@ -107,6 +165,7 @@ class ProvisionVolume(Model):
     snapshot_factor: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
         1.0, description="LVM thin pool = brick size x this factor, room for snapshots (Heketi's snapfactor)."
     )
+    kubernetes: ClaimVolume | None = Field(None, description="Also create the claim's PV, Endpoints and Service.")
 
 
 class DeleteVolume(Model):
@@ -115,6 +174,7 @@ class DeleteVolume(Model):
     cluster: ClusterIdField
     volume_id: HexId | None = None
     name: VolumeName | None = None
+    kubernetes: ClaimObjects | None = Field(None, description="Remove these once the storage is gone.")
 
     @model_validator(mode="after")
     def _one_selector(self) -> DeleteVolume:
@@ -133,6 +193,7 @@ class ExpandVolume(Model):
     size: SizeBytes
     volume_id: HexId | None = None
     name: VolumeName | None = None
+    kubernetes: ClaimResize | None = Field(None, description="Set this PV's and claim's capacity afterwards.")
 
     @model_validator(mode="after")
     def _one_selector(self) -> ExpandVolume:
@@ -250,12 +311,14 @@ class VolumeOut(Model):
 class VolumeProvisioned(Model):
     request_id: str
     volume: VolumeOut
+    persistent_volume: KubeName | None = Field(None, description="The claim's PV, when the request named a claim.")
 
 
 class VolumeExpanded(Model):
     request_id: str
     volume: VolumeOut
     added_bricks: int
+    persistent_volume: KubeName | None = Field(None, description="The PV whose capacity followed, if any.")
 
 
 class VolumeDeleted(Model):
@@ -264,6 +327,7 @@ class VolumeDeleted(Model):
     volume_id: HexId | None
     name: VolumeName | None
     existed: bool
+    persistent_volume: KubeName | None = Field(None, description="The PV removed with it, if any.")
 
 
 class TopologyLoaded(Model):

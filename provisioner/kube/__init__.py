@@ -1,0 +1,1 @@
+"""Kubernetes: claims in (``watch``), PersistentVolumes, Endpoints and Services out (``run``)."""

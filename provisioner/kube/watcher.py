@@ -1,0 +1,306 @@
+"""``provisioner watch``: claims in the cluster become requests on Kafka.
+
+- A pending claim whose StorageClass names our provisioner becomes a provision request (after a gid
+  from the class's range is reserved on the claim itself, so a restarted watcher reuses it).
+- A PV of ours that turns Released under policy Delete becomes a delete request; the daemon removes
+  the storage first, then the PV, Endpoints and Service.
+- A bound claim that asks for more than its PV has becomes an expand request.
+
+Only the holder of the Lease acts; a standby takes over when it expires. Requests are derived from
+object uids (``kube.claims``), so a resend (restart, resync, a second watcher) is harmless: the
+daemon answers it idempotently. Every ``kubernetes.resync`` seconds both lists are walked again, which
+is also how a failed provision is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from provisioner import metrics
+from provisioner.bus.client import RequestSender
+from provisioner.bus.topics import ensure_topics
+from provisioner.errors import ProvisionerError
+from provisioner.events import models
+from provisioner.events.envelope import Event, new_event
+from provisioner.http import serve
+from provisioner.kube import claims, names
+from provisioner.kube.api import api_error, new_client
+from provisioner.kube.gids import GidPool
+from provisioner.kube.informer import Informer, Obj, api_source
+from provisioner.kube.lease import LeaderLease
+from provisioner.kube.objects import KubeObjects
+from provisioner.kube.storage_class import class_parameters
+from provisioner.settings import Settings
+
+log = logging.getLogger(__name__)
+Send = Callable[[Event, str], Awaitable[None]]
+CLASS_CACHE_SECONDS = 30.0
+_REQUEST_IDS = uuid.UUID("9b3b1f4e-6a52-4c1e-9f0d-3f6f2d1c7a10")
+
+
+def request_id(*parts: str) -> str:
+    """The same id for the same intent, so a resent request is recognisably the same one."""
+    return uuid.uuid5(_REQUEST_IDS, "/".join(parts)).hex
+
+
+class ClaimBridge:
+    """Decides, for every claim and PV seen, whether a request must be sent (idempotent per object)."""
+
+    def __init__(self, api: client.ApiClient, send: Send, settings: Settings) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._storage = client.StorageV1Api(api)
+        self._objects = KubeObjects(api, timeout=settings.kubernetes.api_timeout)
+        self._send = send
+        self._settings = settings
+        self._name = settings.kubernetes.provisioner_name
+        self._resend_after = settings.kubernetes.resync
+        self._gids = GidPool()
+        self._volumes: dict[str, Obj] = {}  # our PVs by name
+        self._classes: dict[str, tuple[float, Obj | None]] = {}
+        self._sent: dict[str, float] = {}  # request id -> when
+        self._refused: set[tuple[str, str]] = set()  # (claim uid, resourceVersion) already refused
+
+    # --- PersistentVolumes ---------------------------------------------------------------------
+
+    async def volumes_listed(self, items: Sequence[Obj]) -> None:
+        self._volumes = {}
+        for pv in items:
+            await self.volume_changed("SYNC", pv)
+
+    async def volume_changed(self, kind: str, pv: Obj) -> None:
+        gid = claims.reserved_gid(pv)
+        name = (pv.get("metadata") or {}).get("name", "")
+        if kind == "DELETED":
+            self._volumes.pop(name, None)
+            if gid is not None:
+                self._gids.release(gid)
+            return
+        if gid is not None:
+            self._gids.mark(gid)
+        if not claims.ours(pv, self._name):
+            return
+        self._volumes[name] = pv
+        try:
+            request = claims.delete_request(pv, self._name)
+        except ValueError as e:  # annotations edited by hand
+            log.error("PersistentVolume %s: cannot form a delete request: %s", name, e)
+            return
+        if request is not None:
+            await self._request(models.DELETE_REQUESTED, request, "delete", claims.uid(pv))
+
+    # --- claims ----------------------------------------------------------------------------------
+
+    async def claims_listed(self, items: Sequence[Obj]) -> None:
+        for claim in items:  # every reserved gid first, so no claim is handed another's
+            gid = claims.reserved_gid(claim)
+            if gid is not None:
+                self._gids.mark(gid)
+        for claim in items:
+            await self.claim_changed("SYNC", claim)
+
+    async def claim_changed(self, kind: str, claim: Obj) -> None:
+        if kind == "DELETED":
+            return
+        try:
+            await self._claim(claim)
+        except ProvisionerError as e:
+            await self._refuse(claim, e)
+
+    async def _claim(self, claim: Obj) -> None:
+        class_name = claims.class_name(claim)
+        storage_class = await self._storage_class(class_name) if class_name else None
+        class_provisioner = storage_class.get("provisioner") if storage_class else None
+        uid = claims.uid(claim)
+        if claims.needs_volume(claim, self._name, class_provisioner):
+            if names.pv_name(uid) in self._volumes:
+                return  # provisioned; the binder is on its way
+            if storage_class is None:
+                raise claims.InvalidClaim(f"StorageClass {class_name!r} of the claim does not exist")
+            params = class_parameters(class_name or "", storage_class.get("parameters"))
+            gid = await self._gid_for(claim, params.gid_min, params.gid_max)
+            if gid is None:
+                return  # the claim changed under us; its next event retries
+            request = claims.provision_request(claim, storage_class, params, gid=gid, provisioner=self._name)
+            await self._request(models.PROVISION_REQUESTED, request, "provision", uid)
+            return
+        volume = self._volumes.get(((claim.get("spec") or {}).get("volumeName")) or "")
+        if volume is not None:
+            expand = claims.expand_request(claim, volume, self._name)
+            if expand is not None:
+                await self._request(models.EXPAND_REQUESTED, expand, "expand", uid, str(expand.size))
+
+    async def _gid_for(self, claim: Obj, low: int, high: int) -> int | None:
+        """The claim's reserved gid, or a new one reserved on it now (None if the claim changed meanwhile)."""
+        reserved = claims.reserved_gid(claim)
+        if reserved is not None:
+            return reserved
+        gid = self._gids.allocate(low, high)
+        meta = claim.get("metadata") or {}
+        name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+        patch = {
+            "metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": {names.CLAIM_GID: str(gid)}}
+        }
+        try:
+            await self._core.patch_namespaced_persistent_volume_claim(name, namespace, patch)
+        except client.ApiException as e:
+            self._gids.release(gid)
+            if e.status in (404, 409):
+                return None
+            raise api_error(e, f"reserve gid {gid} on claim {namespace}/{name}") from e
+        return gid
+
+    async def _storage_class(self, name: str) -> Obj | None:
+        cached = self._classes.get(name)
+        if cached is not None and time.monotonic() - cached[0] < CLASS_CACHE_SECONDS:
+            return cached[1]
+        try:
+            found = await self._storage.read_storage_class(name)
+            body: Obj | None = self._api.sanitize_for_serialization(found)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise api_error(e, f"read StorageClass {name}") from e
+            body = None
+        self._classes[name] = (time.monotonic(), body)
+        return body
+
+    async def _refuse(self, claim: Obj, error: ProvisionerError) -> None:
+        """Tell the claim's owner why (once per version of the claim); nothing goes to Kafka."""
+        meta = claim.get("metadata") or {}
+        key = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+        if key in self._refused:
+            return
+        self._refused.add(key)
+        metrics.WATCH_CLAIMS_REFUSED.inc()
+        log.warning("claim %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
+        try:
+            ref = claims.claim_ref(claim)
+        except ValueError:
+            return
+        await self._objects.event(ref, "ProvisioningFailed", f"{error.reason}: {error}", warning=True)
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def _request(self, type_: str, data: Any, kind: str, *parts: str) -> None:
+        id_ = request_id(kind, *parts)
+        sent = self._sent.get(id_)
+        if sent is not None and time.monotonic() - sent < self._resend_after:
+            return
+        event = new_event(type_, data, source=f"{self._settings.source}/watch", subject=data.volume_id, id_=id_)
+        await self._send(event, data.cluster)
+        self._sent[id_] = time.monotonic()
+        metrics.WATCH_REQUESTS.labels(kind).inc()
+        log.info("sent %s request %s for %s", kind, id_, "/".join(parts))
+
+
+async def run(settings: Settings) -> None:
+    """The watcher process: campaign for the Lease; while leading, list/watch and send requests."""
+    kube = settings.kubernetes
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    api = await new_client(kube)
+    sender = RequestSender(settings.kafka)
+    await ensure_topics(settings.kafka)
+    await sender.start()
+    identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    lease = LeaderLease(
+        api,
+        namespace=kube.namespace,
+        name=kube.provisioner_name.replace("/", "-").replace(".", "-") + "-watch",
+        identity=identity,
+        duration=kube.lease_duration,
+    )
+    runner = (
+        await serve(
+            lambda: (True, "leading" if lease.leading.is_set() else "standby"),
+            host=settings.http.host,
+            port=settings.http.port,
+        )
+        if settings.http.port
+        else None
+    )
+    campaign = asyncio.create_task(lease.hold(), name="lease")
+    log.info("watching claims for provisioner %s as %s", kube.provisioner_name, identity)
+    try:
+        while not stop.is_set():
+            if not await _until(lease.leading, stop):
+                break
+            metrics.WATCH_LEADER.set(1)
+            try:
+                await _lead(api, sender, settings, lease, stop)
+            finally:
+                metrics.WATCH_LEADER.set(0)
+    finally:
+        campaign.cancel()
+        await lease.release()
+        await sender.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await api.close()
+        log.info("stopped")
+
+
+async def _lead(
+    api: client.ApiClient, sender: RequestSender, settings: Settings, lease: LeaderLease, stop: asyncio.Event
+) -> None:
+    """Act until the Lease is lost or a stop is asked for; a fresh bridge each term (state from the lists)."""
+
+    async def send(event: Event, key: str) -> None:
+        await sender.send(event, key=key)
+
+    bridge = ClaimBridge(api, send, settings)
+    core = client.CoreV1Api(api)
+    resync = settings.kubernetes.resync
+    volumes = Informer(
+        api_source("persistentvolumes", core.list_persistent_volume),
+        on_list=bridge.volumes_listed,
+        on_event=bridge.volume_changed,
+        resync=resync,
+    )
+    claims_informer = Informer(
+        api_source("persistentvolumeclaims", core.list_persistent_volume_claim_for_all_namespaces),
+        on_list=bridge.claims_listed,
+        on_event=bridge.claim_changed,
+        resync=resync,
+    )
+    tasks = [asyncio.create_task(volumes.run(), name="watch-pvs")]
+    try:
+        await volumes.synced.wait()  # PVs (and their gids) first: a claim is judged against them
+        tasks.append(asyncio.create_task(claims_informer.run(), name="watch-claims"))
+        ended = asyncio.create_task(_first(stop, lease.lost))
+        done, _ = await asyncio.wait([ended, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not ended and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        ended.cancel()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until(event: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``event``; False if ``stop`` came first."""
+    await _first(event, stop)
+    return event.is_set() and not stop.is_set()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
