@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from provisioner import __version__, app
 from provisioner.bus import client
 from provisioner.bus.state_topic import StateTopicReader
-from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.errors import ConfigError, ProvisionerError, TemporaryError
 from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
@@ -211,6 +211,10 @@ def load_settings(args: argparse.Namespace) -> Settings:
         ):
             if not path.is_file():
                 raise SettingsProblem(f"{ENV_PREFIX}{name}: {path} does not exist")
+    kube = settings.kubernetes
+    if args.command == "watch" or (args.command == "run" and kube.enabled):
+        if kube.kubeconfig is not None and not kube.kubeconfig.is_file():
+            raise SettingsProblem(f"{ENV_PREFIX}KUBERNETES__KUBECONFIG: {kube.kubeconfig} does not exist")
     return settings
 
 
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_produce(args, settings))
     except ProvisionerError as e:
         print(f"provisioner: {e}", file=sys.stderr)
-        return 4 if isinstance(e, TemporaryError) else 1
+        return 2 if isinstance(e, ConfigError) else 4 if isinstance(e, TemporaryError) else 1
     except KeyboardInterrupt:
         return 130
 
