@@ -212,9 +212,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
             if not path.is_file():
                 raise SettingsProblem(f"{ENV_PREFIX}{name}: {path} does not exist")
     kube = settings.kubernetes
-    if args.command == "watch" or (args.command == "run" and kube.enabled):
-        if kube.kubeconfig is not None and not kube.kubeconfig.is_file():
-            raise SettingsProblem(f"{ENV_PREFIX}KUBERNETES__KUBECONFIG: {kube.kubeconfig} does not exist")
+    uses_kube = args.command == "watch" or (args.command == "run" and kube.enabled)
+    if uses_kube and kube.kubeconfig is not None and not kube.kubeconfig.is_file():
+        raise SettingsProblem(f"{ENV_PREFIX}KUBERNETES__KUBECONFIG: {kube.kubeconfig} does not exist")
     return settings
 
 

@@ -38,6 +38,7 @@ class FakeNodes:
         self.calls: list[tuple[str, Argv]] = []
         self.faults: list[Fault] = []
         self.peers: set[str] = set()
+        self.fstab: set[tuple[str, str]] = set()  # (host, mount point) with a line in the node's fstab
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
         self.calls.append((host, argv))
@@ -81,6 +82,12 @@ class FakeNodes:
                 return 0, "", ""
             case ["rmdir", path]:
                 self.dirs.discard((host, path))
+                return 0, "", ""
+            case ["sh", "-c", _, "sh", _, mount_point, _]:  # storage.commands.fstab_add
+                self.fstab.add((host, mount_point))
+                return 0, "", ""
+            case ["sh", "-c", _, "sh", _, mount_point]:  # storage.commands.fstab_remove
+                self.fstab.discard((host, mount_point))
                 return 0, "", ""
             case ["gluster", "--mode=script", "--xml", _, "volume", *rest]:
                 return 0, self._gluster(rest), ""

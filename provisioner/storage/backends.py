@@ -1,18 +1,26 @@
-"""Brick backends: how one brick's filesystem is made on a node and taken apart again.
+"""Brick backends: how a device is made ready for bricks, and how one brick's filesystem is made on
+a node and taken apart again.
 
 ``file`` — a sparse image per brick in the device's directory, formatted XFS and loop-mounted at
 Heketi's mount point layout. It needs no device-mapper, so it runs on developer machines and CI,
 and it is a real brick: gluster cannot tell it from an LV.
-Every step is idempotent: a redelivered request re-runs it and converges on the same brick.
+
+``lvm`` — Heketi's layout: a PV and VG ``vg_<device id>`` per device, and per brick a thin pool
+``tp_<brick id>`` holding one thin LV ``brick_<brick id>`` tagged with our ids.
+
+Both write the brick's mount to the node's fstab (so it comes back after a reboot) and remove it
+before the storage under it goes. Every step is idempotent: a redelivered request re-runs it and
+converges on the same brick; what is already there, or already gone, is fine. Deciding *where*
+bricks go, and whether a device has room, is the allocator's job, not this module's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from provisioner.domain import Brick, BrickBackend, Device, Node, VolumeId, brick_mount_point
-from provisioner.errors import PermanentError
 from provisioner.executor import Executor
 from provisioner.storage import commands
 
@@ -27,6 +35,7 @@ class BrickSpec:
     volume: VolumeId
     brick_root: str
     gid: int | None = None
+    snapshot_factor: float = 1.0  # thin pool size over brick size (lvm only)
 
     @property
     def mount_point(self) -> str:
@@ -38,61 +47,194 @@ class BrickSpec:
 
 
 class Backend(Protocol):
+    async def prepare(self, node: Node, device: Device) -> None: ...
     async def create(self, spec: BrickSpec) -> None: ...
     async def destroy(self, spec: BrickSpec) -> None: ...
+
+
+class _NodeCommands:
+    """What both backends share: running argv on the brick's node, the fstab, the brick directory."""
+
+    def __init__(self, executor: Executor, *, timeout: float, fstab: str) -> None:
+        self._executor = executor
+        self._timeout = timeout
+        self._fstab = fstab
+
+    async def _run(self, host: str, argv: commands.Argv, *, check: bool = True) -> None:
+        await self._executor.run(host, argv, timeout=self._timeout, check=check)
+
+    async def _succeeds(self, host: str, argv: commands.Argv) -> bool:
+        result = await self._executor.run(host, argv, timeout=self._timeout, check=False)
+        return result.exit_status == 0
+
+    async def _is_mounted(self, spec: BrickSpec) -> bool:
+        return await self._succeeds(spec.node.manage, commands.is_mounted(spec.mount_point))
+
+    async def _add_to_fstab(self, spec: BrickSpec, source: str, options: str) -> None:
+        await self._run(spec.node.manage, commands.fstab_add(self._fstab, source, spec.mount_point, options))
+
+    async def _remove_from_fstab(self, spec: BrickSpec) -> None:
+        await self._run(spec.node.manage, commands.fstab_remove(self._fstab, spec.mount_point))
+
+    async def _unmount(self, spec: BrickSpec) -> None:
+        if await self._is_mounted(spec):
+            await self._run(spec.node.manage, commands.umount(spec.mount_point))
+
+    async def _make_brick_dir(self, spec: BrickSpec) -> None:
+        """The ``brick/`` subdirectory gluster uses, group-owned by the volume's gid (setgid)."""
+        await self._run(spec.node.manage, commands.mkdir(spec.path))
+        if spec.gid is not None:
+            await self._run(spec.node.manage, commands.set_group(spec.path, spec.gid))
+            await self._run(spec.node.manage, commands.set_mode(spec.path, "2775"))
+
+
+# --- file -------------------------------------------------------------------------------------------
 
 
 def image_path(device: Device, brick: Brick) -> str:
     return f"{device.name}/brick_{brick.id}.img"
 
 
-class FileBackend:
-    def __init__(self, executor: Executor, *, timeout: float) -> None:
-        self._executor = executor
-        self._timeout = timeout
-
-    async def _run(self, spec: BrickSpec, argv: commands.Argv, *, check: bool = True) -> int:
-        result = await self._executor.run(spec.node.manage, argv, timeout=self._timeout, check=check)
-        return result.exit_status
+class FileBackend(_NodeCommands):
+    async def prepare(self, node: Node, device: Device) -> None:
+        """A file-backend device is a directory of brick images."""
+        await self._run(node.manage, commands.mkdir(device.name))
 
     async def create(self, spec: BrickSpec) -> None:
+        host = spec.node.manage
         image = image_path(spec.device, spec.brick)
-        mounted = await self._run(spec, commands.is_mounted(spec.mount_point), check=False) == 0
+        mounted = await self._is_mounted(spec)
         if not mounted:
-            await self._run(spec, commands.mkdir(spec.mount_point))
-            await self._run(spec, commands.create_image(image, spec.brick.size))
-            await self._run(spec, commands.tag_file(image, "volume", spec.volume))
-            await self._run(spec, commands.make_xfs(image, arbiter=spec.brick.arbiter))
-            await self._run(spec, commands.mount_loop(image, spec.mount_point))
-        await self._run(spec, commands.mkdir(spec.path))
-        if spec.gid is not None:
-            await self._run(spec, commands.set_group(spec.path, spec.gid))
-            await self._run(spec, commands.set_mode(spec.path, "2775"))
+            await self._run(host, commands.mkdir(spec.mount_point))
+            await self._run(host, commands.create_image(image, spec.brick.size))
+            await self._run(host, commands.tag_file(image, "volume", spec.volume))
+            await self._run(host, commands.make_xfs(image, arbiter=spec.brick.arbiter))
+        # Outside the ``mounted`` test: a crash between mount and fstab must still get its line.
+        await self._add_to_fstab(spec, image, commands.LOOP_MOUNT_OPTIONS)
+        if not mounted:
+            await self._run(host, commands.mount_loop(image, spec.mount_point))
+        await self._make_brick_dir(spec)
 
     async def destroy(self, spec: BrickSpec) -> None:
-        """Unmount, delete the image, remove the mount point; parts already gone are fine."""
-        if await self._run(spec, commands.is_mounted(spec.mount_point), check=False) == 0:
-            await self._run(spec, commands.umount(spec.mount_point))
-        await self._run(spec, commands.remove_file(image_path(spec.device, spec.brick)))
-        await self._run(spec, commands.remove_dir(spec.mount_point), check=False)
+        """Unmount, drop the fstab line, delete the image, remove the mount point."""
+        await self._unmount(spec)
+        await self._remove_from_fstab(spec)
+        await self._run(spec.node.manage, commands.remove_file(image_path(spec.device, spec.brick)))
+        await self._run(spec.node.manage, commands.remove_dir(spec.mount_point), check=False)
 
 
-class UnsupportedBackend:
-    def __init__(self, backend: BrickBackend) -> None:
-        self._backend = backend
+# --- lvm --------------------------------------------------------------------------------------------
+
+EXTENT_KIB = 4 * 1024  # vgcreate --physicalextentsize=4M
+MAX_POOL_METADATA_KIB = 16 * 1024 * 1024  # LVM's limit for thin pool metadata, 16 GiB
+
+
+@dataclass(frozen=True, slots=True)
+class ThinPoolSize:
+    """Sizes in KiB, as Heketi passes them to ``lvcreate``."""
+
+    pool: int
+    metadata: int
+    virtual: int
+
+
+def _align(kib: int) -> int:
+    return -(-kib // EXTENT_KIB) * EXTENT_KIB
+
+
+def thin_pool_size(brick_size: int, snapshot_factor: float) -> ThinPoolSize:
+    """Heketi's ``SpaceNeeded``: the pool is ``snapshot_factor`` times the brick, rounded up to an extent;
+    its metadata is 0.5 % of the pool (truncated), at most 16 GiB, rounded up to an extent.
+
+    The device must hold ``pool + metadata``; e.g. a 1 GiB brick at factor 1 needs a 1048576 KiB
+    pool and 8192 KiB of metadata.
+    """
+    virtual = -(-brick_size // 1024)
+    pool = _align(math.ceil(virtual * snapshot_factor))
+    metadata = _align(min(pool * 5 // 1000, MAX_POOL_METADATA_KIB))
+    return ThinPoolSize(pool=pool, metadata=metadata, virtual=virtual)
+
+
+def vg_name(device: Device) -> str:
+    return f"vg_{device.id}"
+
+
+def pool_name(brick: Brick) -> str:
+    return f"tp_{brick.id}"
+
+
+def lv_name(brick: Brick) -> str:
+    return f"brick_{brick.id}"
+
+
+def device_node(device: Device, brick: Brick) -> str:
+    """Ids are hex, so no hyphen needs device-mapper's doubling."""
+    return f"/dev/mapper/{vg_name(device)}-{lv_name(brick)}"
+
+
+class LvmBackend(_NodeCommands):
+    """Heketi's commands and flags (``executors/cmdexec``), with existence checks before each step.
+
+    The development machine has no device-mapper, so this backend is pinned by golden argv tests
+    (``tests/unit/test_backends.py``) only; it has not run against real LVM here.
+    """
+
+    async def prepare(self, node: Node, device: Device) -> None:
+        """``pvcreate`` and ``vgcreate`` unless done; an existing VG of that name is taken as ours."""
+        vg = vg_name(device)
+        if await self._succeeds(node.manage, commands.vg_exists(vg)):
+            return
+        if not await self._succeeds(node.manage, commands.pv_exists(device.name)):
+            await self._run(node.manage, commands.pv_create(device.name))
+        await self._run(node.manage, commands.vg_create(vg, device.name))
 
     async def create(self, spec: BrickSpec) -> None:
-        raise PermanentError(
-            f"device {spec.device.name} on {spec.node.manage} uses the {self._backend} backend, "
-            "which this version cannot build yet",
-            reason="UnsupportedBackend",
+        host = spec.node.manage
+        vg, lv = vg_name(spec.device), lv_name(spec.brick)
+        dev = device_node(spec.device, spec.brick)
+        mounted = await self._is_mounted(spec)
+        if not mounted:
+            await self._run(host, commands.mkdir(spec.mount_point))
+            if not await self._succeeds(host, commands.lv_exists(vg, lv)):
+                await self._create_lv(spec)
+            await self._run(host, commands.make_xfs(dev, arbiter=spec.brick.arbiter))
+        await self._add_to_fstab(spec, dev, commands.XFS_MOUNT_OPTIONS)
+        if not mounted:
+            await self._run(host, commands.mount_xfs(dev, spec.mount_point))
+        await self._make_brick_dir(spec)
+
+    async def _create_lv(self, spec: BrickSpec) -> None:
+        host = spec.node.manage
+        vg, pool, lv = vg_name(spec.device), pool_name(spec.brick), lv_name(spec.brick)
+        size = thin_pool_size(spec.brick.size, spec.snapshot_factor)
+        tags = (("provisioner.volume", spec.volume), ("provisioner.brick", spec.brick.id))
+        if await self._succeeds(host, commands.lv_exists(vg, pool)):
+            # A crash left the pool without its LV: only the thin LV is missing.
+            await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=tags))
+            return
+        argv = commands.thin_pool_and_lv_create(
+            vg, pool, lv, pool_kib=size.pool, metadata_kib=size.metadata, virtual_kib=size.virtual, tags=tags
         )
+        await self._run(host, argv)
 
     async def destroy(self, spec: BrickSpec) -> None:
-        await self.create(spec)
+        """Heketi's order: unmount, fstab (before the LV goes, so a crash cannot leave an fstab that
+        names a missing device), the thin LV, the pool once no thin LV is left in it, the mount point."""
+        host = spec.node.manage
+        vg, pool, lv = vg_name(spec.device), pool_name(spec.brick), lv_name(spec.brick)
+        await self._unmount(spec)
+        await self._remove_from_fstab(spec)
+        if await self._succeeds(host, commands.lv_exists(vg, lv)):
+            await self._run(host, commands.lv_remove(vg, lv))
+        count = await self._executor.run(host, commands.thin_count(vg, pool), timeout=self._timeout, check=False)
+        if count.exit_status == 0 and count.stdout.strip() == "0":
+            await self._run(host, commands.lv_remove(vg, pool))
+        await self._run(host, commands.remove_dir(spec.mount_point), check=False)
 
 
-def backend_for(kind: BrickBackend, executor: Executor, *, timeout: float) -> Backend:
-    if kind is BrickBackend.FILE:
-        return FileBackend(executor, timeout=timeout)
-    return UnsupportedBackend(kind)
+def backend_for(kind: BrickBackend, executor: Executor, *, timeout: float, fstab: str) -> Backend:
+    match kind:
+        case BrickBackend.FILE:
+            return FileBackend(executor, timeout=timeout, fstab=fstab)
+        case BrickBackend.LVM:
+            return LvmBackend(executor, timeout=timeout, fstab=fstab)

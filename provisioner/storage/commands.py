@@ -2,8 +2,9 @@
 
 Every node command the provisioner issues is built here as a tuple of strings, never as a shell
 string. Values come from validated models (ids are hex, names match strict patterns), and the
-transport passes argv through unchanged, so no event field can alter a command's shape. Golden
-tests pin these lists; change them only together with the tests.
+transport passes argv through unchanged, so no event field can alter a command's shape. The one
+shell use, editing fstab under a lock, runs a constant script and hands every value over as a
+positional parameter. Golden tests pin these lists; change them only together with the tests.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from provisioner.domain import Disperse, Distribute, Durability, Replicate
 
 Argv = tuple[str, ...]
 
-XFS_MOUNT_OPTIONS = "rw,inode64,noatime,nouuid"
+XFS_MOUNT_OPTIONS = "rw,inode64,noatime,nouuid"  # Heketi's brick mount options
+LOOP_MOUNT_OPTIONS = f"loop,{XFS_MOUNT_OPTIONS}"
 
 
 # --- file brick backend -------------------------------------------------------------------------
@@ -45,7 +47,11 @@ def make_xfs(device: str, *, arbiter: bool = False) -> Argv:
 
 
 def mount_loop(image: str, mount_point: str) -> Argv:
-    return ("mount", "-o", f"loop,{XFS_MOUNT_OPTIONS}", "--", image, mount_point)
+    return ("mount", "-o", LOOP_MOUNT_OPTIONS, "--", image, mount_point)
+
+
+def mount_xfs(device: str, mount_point: str) -> Argv:
+    return ("mount", "-o", XFS_MOUNT_OPTIONS, "--", device, mount_point)
 
 
 def umount(mount_point: str) -> Argv:
@@ -71,6 +77,167 @@ def remove_file(path: str) -> Argv:
 
 def remove_dir(path: str) -> Argv:
     return ("rmdir", "--", path)
+
+
+# --- lvm brick backend (Heketi's flags, executors/cmdexec) ---------------------------------------
+# LVM commands go through the ``lvm`` multiplexer as Heketi's do. Their positional values are VG/LV
+# names built from hex ids and device paths from the validated topology (absolute paths).
+
+
+def pv_exists(device: str) -> Argv:
+    """Exit status 0 when ``device`` is already a physical volume."""
+    return ("lvm", "pvs", "--noheadings", "--options=pv_name", device)
+
+
+def pv_create(device: str) -> Argv:
+    return ("lvm", "pvcreate", "-qq", "--metadatasize=128M", "--dataalignment=256K", device)
+
+
+def vg_exists(vg: str) -> Argv:
+    """Exit status 0 when the volume group exists."""
+    return ("lvm", "vgs", "--noheadings", "--options=vg_name", vg)
+
+
+def vg_create(vg: str, device: str) -> Argv:
+    return ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", vg, device)
+
+
+def lv_exists(vg: str, lv: str) -> Argv:
+    """Exit status 0 when ``vg/lv`` exists (thin pool or thin LV)."""
+    return ("lvm", "lvs", "--noheadings", "--options=lv_name", f"{vg}/{lv}")
+
+
+def lv_tags(tags: Sequence[tuple[str, str]]) -> Argv:
+    """``--addtag key=value`` pairs; LVM tags allow ``[A-Za-z0-9_+.-/=!:&#]``, so ``=`` is fine."""
+    return tuple(word for key, value in tags for word in ("--addtag", f"{key}={value}"))
+
+
+def thin_pool_and_lv_create(
+    vg: str,
+    pool: str,
+    lv: str,
+    *,
+    pool_kib: int,
+    metadata_kib: int,
+    virtual_kib: int,
+    tags: Sequence[tuple[str, str]] = (),
+) -> Argv:
+    """Heketi's one-shot ``lvcreate``: a thin pool of ``pool_kib`` and a thin LV of ``virtual_kib`` in it."""
+    return (
+        "lvm",
+        "lvcreate",
+        "-qq",
+        "--autobackup=n",
+        "--poolmetadatasize",
+        f"{metadata_kib}K",
+        "--chunksize",
+        "256K",
+        "--size",
+        f"{pool_kib}K",
+        "--thin",
+        f"{vg}/{pool}",
+        "--virtualsize",
+        f"{virtual_kib}K",
+        "--name",
+        lv,
+        *lv_tags(tags),
+    )
+
+
+def thin_lv_create(vg: str, pool: str, lv: str, *, virtual_kib: int, tags: Sequence[tuple[str, str]] = ()) -> Argv:
+    """A thin LV in an existing pool (resuming after a crash that left the pool without its LV)."""
+    return (
+        "lvm",
+        "lvcreate",
+        "-qq",
+        "--autobackup=n",
+        "--thin",
+        f"{vg}/{pool}",
+        "--virtualsize",
+        f"{virtual_kib}K",
+        "--name",
+        lv,
+        *lv_tags(tags),
+    )
+
+
+def thin_count(vg: str, pool: str) -> Argv:
+    """How many thin LVs the pool still holds (stdout), exit status non-zero when the pool is gone."""
+    return ("lvm", "lvs", "--noheadings", "--options=thin_count", f"{vg}/{pool}")
+
+
+def lv_remove(vg: str, lv: str) -> Argv:
+    return ("lvm", "lvremove", "--autobackup=n", "-f", f"{vg}/{lv}")
+
+
+# --- fstab ----------------------------------------------------------------------------------------
+# Both scripts are constants: sh receives the fstab path, the mount point and the line as $1..$3,
+# so no value is ever parsed as shell. They hold ``<fstab>.lock`` (bricks of one node are built
+# concurrently), match the mount point field by awk string comparison (``""`` forces string, not
+# numeric, comparison; never a regex built from a value), and replace the file by an atomic rename
+# of a sibling temporary file, so a crash leaves the old or the new fstab, never half of one.
+
+_FSTAB_PRELUDE = r"""set -eu
+fstab=$1 mount_point=$2
+exec 9>>"$fstab.lock"
+flock 9
+others() {
+  MOUNT_POINT=$mount_point awk 'BEGIN { mp = ENVIRON["MOUNT_POINT"] "" } /^[ \t]*#/ || $2 "" != mp' <"$fstab"
+}
+"""
+
+# Adds the line unless it is there already, dropping any other line for the same mount point.
+FSTAB_ADD_SCRIPT = (
+    _FSTAB_PRELUDE
+    + r"""line=$3
+if [ -e "$fstab" ] && grep -qxF -e "$line" -- "$fstab"; then exit 0; fi
+tmp=$(mktemp -- "$fstab.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+if [ -e "$fstab" ]; then
+  others >"$tmp"
+  chmod --reference="$fstab" -- "$tmp"
+else
+  chmod 644 -- "$tmp"
+fi
+printf '%s\n' "$line" >>"$tmp"
+mv -f -- "$tmp" "$fstab"
+"""
+)
+
+# Removes every uncommented line whose mount point field is ours; no file or no such line is fine.
+FSTAB_REMOVE_SCRIPT = (
+    _FSTAB_PRELUDE
+    + r"""[ -e "$fstab" ] || exit 0
+tmp=$(mktemp -- "$fstab.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+others >"$tmp"
+if cmp -s -- "$tmp" "$fstab"; then exit 0; fi
+chmod --reference="$fstab" -- "$tmp"
+mv -f -- "$tmp" "$fstab"
+"""
+)
+
+_FSTAB_ESCAPES = {" ": r"\040", "\t": r"\011", "\n": r"\012", "\\": r"\134"}
+
+
+def fstab_field(value: str) -> str:
+    """fstab(5) splits fields on blanks and reads octal escapes (``\\040`` is a space) in paths."""
+    return "".join(_FSTAB_ESCAPES.get(char, char) for char in value)
+
+
+def fstab_line(source: str, mount_point: str, options: str) -> str:
+    """``<source> <mount point> xfs <options> 0 0``: no dump, no boot-time fsck (a no-op for XFS)."""
+    return f"{fstab_field(source)} {fstab_field(mount_point)} xfs {options} 0 0"
+
+
+def fstab_add(fstab: str, source: str, mount_point: str, options: str) -> Argv:
+    """Ensure ``fstab`` mounts ``source`` at ``mount_point`` after a reboot (see FSTAB_ADD_SCRIPT)."""
+    line = fstab_line(source, mount_point, options)
+    return ("sh", "-c", FSTAB_ADD_SCRIPT, "sh", fstab, fstab_field(mount_point), line)
+
+
+def fstab_remove(fstab: str, mount_point: str) -> Argv:
+    return ("sh", "-c", FSTAB_REMOVE_SCRIPT, "sh", fstab, fstab_field(mount_point))
 
 
 # --- gluster CLI ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from provisioner import metrics
-from provisioner.domain import Brick, BrickBackend, Cluster, Device, Node, Volume
+from provisioner.domain import Brick, Cluster, Device, Node, Volume
 from provisioner.errors import (
     GlusterBusy,
     GlusterError,
@@ -49,6 +49,7 @@ def brick_specs(cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None
                 volume=volume.id,
                 brick_root=cluster.brick_root,
                 gid=volume.gid,
+                snapshot_factor=volume.snapshot_factor,
             )
         )
     return specs
@@ -71,7 +72,11 @@ class VolumeOperations:
         self._sleep = sleep
 
     def _backend(self, spec: BrickSpec) -> Backend:
-        return backend_for(spec.device.backend, self._executor, timeout=self._settings.command_timeout)
+        return self._backend_of(spec.device)
+
+    def _backend_of(self, device: Device) -> Backend:
+        settings = self._settings
+        return backend_for(device.backend, self._executor, timeout=settings.command_timeout, fstab=settings.fstab)
 
     # --- bricks ---------------------------------------------------------------------------------
 
@@ -252,9 +257,8 @@ class VolumeOperations:
             raise GlusterError(f"peer detach {gone.storage}: {result.message}", reason="PeerDetachFailed")
 
     async def prepare_device(self, node: Node, device: Device) -> None:
-        """A file-backend device is a directory of brick images; an LVM device is left to the lvm backend."""
-        if device.backend is BrickBackend.FILE:
-            await self._executor.run(node.manage, commands.mkdir(device.name), timeout=self._settings.command_timeout)
+        """Make a new device ready for bricks: a directory of images (file), a PV and VG (lvm)."""
+        await self._backend_of(device).prepare(node, device)
 
 
 def _owned(info: VolumeInfo, cluster: Cluster, volume: Volume) -> bool:

@@ -99,6 +99,8 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
             assert copy.stdout == payload, brick.host
             group = await ssh.run(brick.host, ("stat", "-c", "%g %a", "--", brick.path), timeout=30)
             assert group.stdout.split() == ["2001", "2775"]
+            fstab = await ssh.run(brick.host, ("cat", "--", "/var/lib/provisioner/fstab"), timeout=30)
+            assert f" {brick.path.removesuffix('/brick')} xfs loop," in fstab.stdout, brick.host
 
         # Delete: the volume, brick filesystems, loop devices and images are gone from every node.
         deleted = stack.cli("request", "delete", "--cluster", "dev", "--name", name, "--wait", "--timeout", "120")
@@ -117,6 +119,8 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
             exists = await ssh.run(brick.host, ("test", "-e", mount), timeout=30, check=False)
             assert exists.exit_status != 0, f"{mount} still exists on {brick.host}"
             assert f"brick_{brick.id}" not in loops
+            fstab = await ssh.run(brick.host, ("cat", "--", "/var/lib/provisioner/fstab"), timeout=30)
+            assert f" {mount} " not in fstab.stdout, brick.host
     finally:
         await ssh.close()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from provisioner.domain import Disperse, Distribute, Replicate
 from provisioner.storage import commands
 
@@ -44,6 +48,14 @@ def test_file_brick_commands() -> None:
         "loop,rw,inode64,noatime,nouuid",
         "--",
         "/d/b.img",
+        "/m/b",
+    )
+    assert commands.mount_xfs("/dev/mapper/vg_d-brick_b", "/m/b") == (
+        "mount",
+        "-o",
+        "rw,inode64,noatime,nouuid",
+        "--",
+        "/dev/mapper/vg_d-brick_b",
         "/m/b",
     )
     assert commands.umount("/m/b") == ("umount", "--", "/m/b")
@@ -129,3 +141,162 @@ def test_expansion_commands() -> None:
         "h2:/b/brick",
     )
     assert commands.volume_rebalance_start("v", timeout=5) == (*prefix, "volume", "rebalance", "v", "start")
+
+
+def test_lvm_device_commands_use_heketis_flags() -> None:
+    assert commands.pv_exists("/dev/vdb") == ("lvm", "pvs", "--noheadings", "--options=pv_name", "/dev/vdb")
+    assert commands.pv_create("/dev/vdb") == (
+        "lvm",
+        "pvcreate",
+        "-qq",
+        "--metadatasize=128M",
+        "--dataalignment=256K",
+        "/dev/vdb",
+    )
+    assert commands.vg_exists("vg_d") == ("lvm", "vgs", "--noheadings", "--options=vg_name", "vg_d")
+    assert commands.vg_create("vg_d", "/dev/vdb") == (
+        "lvm",
+        "vgcreate",
+        "-qq",
+        "--physicalextentsize=4M",
+        "--autobackup=n",
+        "vg_d",
+        "/dev/vdb",
+    )
+
+
+def test_lvm_brick_commands_use_heketis_flags() -> None:
+    assert commands.lv_exists("vg_d", "brick_b") == ("lvm", "lvs", "--noheadings", "--options=lv_name", "vg_d/brick_b")
+    tags = (("provisioner.volume", "ab"), ("provisioner.brick", "cd"))
+    assert commands.lv_tags(tags) == ("--addtag", "provisioner.volume=ab", "--addtag", "provisioner.brick=cd")
+    assert commands.thin_pool_and_lv_create(
+        "vg_d", "tp_b", "brick_b", pool_kib=1048576, metadata_kib=8192, virtual_kib=1048576, tags=tags
+    ) == (
+        "lvm",
+        "lvcreate",
+        "-qq",
+        "--autobackup=n",
+        "--poolmetadatasize",
+        "8192K",
+        "--chunksize",
+        "256K",
+        "--size",
+        "1048576K",
+        "--thin",
+        "vg_d/tp_b",
+        "--virtualsize",
+        "1048576K",
+        "--name",
+        "brick_b",
+        "--addtag",
+        "provisioner.volume=ab",
+        "--addtag",
+        "provisioner.brick=cd",
+    )
+    assert commands.thin_lv_create("vg_d", "tp_b", "brick_b", virtual_kib=1024) == (
+        "lvm",
+        "lvcreate",
+        "-qq",
+        "--autobackup=n",
+        "--thin",
+        "vg_d/tp_b",
+        "--virtualsize",
+        "1024K",
+        "--name",
+        "brick_b",
+    )
+    assert commands.thin_count("vg_d", "tp_b") == ("lvm", "lvs", "--noheadings", "--options=thin_count", "vg_d/tp_b")
+    assert commands.lv_remove("vg_d", "brick_b") == ("lvm", "lvremove", "--autobackup=n", "-f", "vg_d/brick_b")
+
+
+def test_fstab_commands_are_a_constant_script_with_positional_values() -> None:
+    assert commands.fstab_line("/d/b.img", "/m/b", commands.LOOP_MOUNT_OPTIONS) == (
+        "/d/b.img /m/b xfs loop,rw,inode64,noatime,nouuid 0 0"
+    )
+    assert commands.fstab_add("/etc/fstab", "/dev/mapper/vg_d-brick_b", "/m/b", commands.XFS_MOUNT_OPTIONS) == (
+        "sh",
+        "-c",
+        commands.FSTAB_ADD_SCRIPT,
+        "sh",
+        "/etc/fstab",
+        "/m/b",
+        "/dev/mapper/vg_d-brick_b /m/b xfs rw,inode64,noatime,nouuid 0 0",
+    )
+    assert commands.fstab_remove("/etc/fstab", "/m/b") == (
+        "sh",
+        "-c",
+        commands.FSTAB_REMOVE_SCRIPT,
+        "sh",
+        "/etc/fstab",
+        "/m/b",
+    )
+    assert commands.fstab_field("/a b\tc\\d\ne") == r"/a\040b\011c\134d\012e"
+    assert commands.fstab_remove("/etc/fstab", "/m/a b")[-1] == r"/m/a\040b"
+
+
+# --- the fstab scripts, run for real with the system sh on a scratch file ----------------------------
+
+
+def run(argv: commands.Argv, cwd: Path) -> None:
+    """From ``cwd``: a command substitution that ran would leave its file there."""
+    subprocess.run(argv, check=True, capture_output=True, timeout=30, cwd=cwd)
+
+
+def test_fstab_add_is_idempotent_keeps_other_lines_and_the_mode(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# /m/b is mentioned in a comment\nUUID=1 / ext4 defaults 0 1")  # no final newline
+    fstab.chmod(0o640)
+    add = commands.fstab_add(str(fstab), "/d/b.img", "/m/b", commands.LOOP_MOUNT_OPTIONS)
+    run(add, tmp_path)
+    run(add, tmp_path)
+    assert fstab.read_text() == (
+        "# /m/b is mentioned in a comment\nUUID=1 / ext4 defaults 0 1\n"
+        "/d/b.img /m/b xfs loop,rw,inode64,noatime,nouuid 0 0\n"
+    )
+    assert fstab.stat().st_mode & 0o777 == 0o640
+    # Another line for the same mount point (say, older options) is replaced, not duplicated.
+    run(commands.fstab_add(str(fstab), "/d/b.img", "/m/b", commands.XFS_MOUNT_OPTIONS), tmp_path)
+    assert fstab.read_text().splitlines()[2:] == ["/d/b.img /m/b xfs rw,inode64,noatime,nouuid 0 0"]
+
+
+def test_fstab_add_creates_a_missing_file(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    run(commands.fstab_add(str(fstab), "/d/b.img", "/m/b", commands.LOOP_MOUNT_OPTIONS), tmp_path)
+    assert fstab.read_text() == "/d/b.img /m/b xfs loop,rw,inode64,noatime,nouuid 0 0\n"
+    assert fstab.stat().st_mode & 0o777 == 0o644
+
+
+def test_fstab_remove_drops_only_our_mount_point_and_tolerates_absence(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    run(commands.fstab_remove(str(fstab), "/m/b"), tmp_path)  # no file: nothing to do
+    assert not fstab.exists()
+    fstab.write_text("# /d/b.img /m/b\n/d/c.img /m/bb xfs loop 0 0\n/d/b.img /m/b xfs loop 0 0\n/x /m/b/c xfs d 0 0\n")
+    run(commands.fstab_remove(str(fstab), "/m/b"), tmp_path)
+    assert fstab.read_text() == "# /d/b.img /m/b\n/d/c.img /m/bb xfs loop 0 0\n/x /m/b/c xfs d 0 0\n"
+    inode = fstab.stat().st_ino
+    run(commands.fstab_remove(str(fstab), "/m/b"), tmp_path)  # already gone: the file is not rewritten
+    assert fstab.stat().st_ino == inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fstab", "fstab.lock"]  # no temporary files left
+
+
+def test_fstab_scripts_never_evaluate_values(tmp_path: Path) -> None:
+    fstab = tmp_path / "fs $(touch pwned1) tab"
+    mount = "/m/$(touch pwned2)/a b"
+    source = "/d/`touch pwned3`;x.img"
+    run(commands.fstab_add(str(fstab), source, mount, commands.LOOP_MOUNT_OPTIONS), tmp_path)
+    assert fstab.read_text() == (
+        r"/d/`touch\040pwned3`;x.img /m/$(touch\040pwned2)/a\040b xfs loop,rw,inode64,noatime,nouuid 0 0" + "\n"
+    )
+    run(commands.fstab_remove(str(fstab), mount), tmp_path)
+    assert fstab.read_text() == ""
+    assert not {"pwned1", "pwned2", "pwned3"} & set(os.listdir(tmp_path))
+
+
+def test_concurrent_fstab_edits_lose_no_line(tmp_path: Path) -> None:
+    """Bricks of one node are built in parallel: the lock serializes the read-modify-rename."""
+    fstab = tmp_path / "fstab"
+    run(commands.fstab_add(str(fstab), "/d/0.img", "/m/0", "loop"), tmp_path)
+    adds = [commands.fstab_add(str(fstab), f"/d/{i}.img", f"/m/{i}", "loop") for i in range(1, 13)]
+    processes = [subprocess.Popen(argv, cwd=tmp_path) for argv in [*adds, commands.fstab_remove(str(fstab), "/m/0")]]
+    assert [p.wait(timeout=30) for p in processes] == [0] * len(processes)
+    assert sorted(fstab.read_text().splitlines()) == sorted(f"/d/{i}.img /m/{i} xfs loop 0 0" for i in range(1, 13))
