@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from provisioner.domain import derive_id
 from provisioner.errors import PermanentError
 from provisioner.events import models
@@ -87,6 +89,21 @@ def provision_request(
         raise InvalidClaim(f"claim {_where(claim)}: claims with a selector cannot be dynamically provisioned")
     if spec.get("dataSource") or spec.get("dataSourceRef"):
         raise InvalidClaim(f"claim {_where(claim)}: cloning and snapshots (dataSource) are not supported")
+    try:
+        return _provision_request(claim, storage_class, params, gid=gid, provisioner=provisioner)
+    except ValidationError as e:
+        raise InvalidClaim(f"claim {_where(claim)}: {_first_problem(e)}") from None
+
+
+def _provision_request(
+    claim: Manifest,
+    storage_class: Manifest,
+    params: ClassParameters,
+    *,
+    gid: int,
+    provisioner: str,
+) -> models.ProvisionVolume:
+    spec = _spec(claim)
     ref = claim_ref(claim)
     class_meta = _meta(storage_class)
     return models.ProvisionVolume(
@@ -147,19 +164,28 @@ def expand_request(claim: Manifest, pv: Manifest, provisioner: str) -> models.Ex
     if wanted <= current:
         return None
     notes = annotations_of(pv)
-    return models.ExpandVolume(
-        cluster=notes.get(names.CLUSTER, ""),
-        size=names.round_up_to_gib(wanted),
-        volume_id=notes[names.VOLUME_ID],
-        kubernetes=models.ClaimResize(persistent_volume=_meta(pv).get("name", ""), claim=claim_ref(claim)),
-    )
+    try:
+        return models.ExpandVolume(
+            cluster=notes.get(names.CLUSTER, ""),
+            size=names.round_up_to_gib(wanted),
+            volume_id=notes[names.VOLUME_ID],
+            kubernetes=models.ClaimResize(persistent_volume=_meta(pv).get("name", ""), claim=claim_ref(claim)),
+        )
+    except ValidationError as e:
+        raise InvalidClaim(f"claim {_where(claim)}: {_first_problem(e)}") from None
 
 
 def reserved_gid(obj: Manifest) -> int | None:
     """The gid a PV carries, or a claim has reserved; None when absent or not a number."""
     notes = annotations_of(obj)
     text = notes.get(names.GID) or notes.get(names.CLAIM_GID)
-    return int(text) if text and text.isdigit() else None
+    return int(text) if text and text.isascii() and text.isdigit() else None
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def _where(claim: Manifest) -> str:

@@ -9,7 +9,7 @@ re-created claim of the same name must not share them, kubernetes#70286).
 from __future__ import annotations
 
 import re
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
@@ -62,8 +62,11 @@ def parse_quantity(text: str) -> int:
     number, suffix = match.groups()
     try:
         value = Decimal(number)
-        value = value * (Decimal(10) ** int(suffix[1:])) if suffix and suffix[0] in "eE" else value * _SUFFIX[suffix]
-    except (InvalidOperation, KeyError) as e:
+        if suffix is not None and re.fullmatch(r"[eE][+-]?[0-9]+", suffix):
+            value = value * (Decimal(10) ** int(suffix[1:]))
+        else:
+            value = value * _SUFFIX[suffix]
+    except (ArithmeticError, KeyError, ValueError) as e:
         raise ValueError(f"invalid quantity {text!r}") from e
     return int(value.to_integral_value(rounding=ROUND_CEILING))
 

@@ -152,5 +152,7 @@ def _options(text: str, bad: _Bad) -> dict[str, str]:
         key, _, value = item.partition(" ")
         if not value.strip():
             raise bad("volumeoptions", f"{item!r} is not 'key value'")
+        if key.strip() in options:
+            raise bad("volumeoptions", f"{key.strip()} is given twice")
         options[key.strip()] = value.strip()
     return options

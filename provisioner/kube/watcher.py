@@ -29,7 +29,7 @@ from kubernetes_asyncio import client
 from provisioner import metrics
 from provisioner.bus.client import RequestSender
 from provisioner.bus.topics import ensure_topics
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.http import serve
@@ -114,8 +114,12 @@ class ClaimBridge:
             return
         try:
             await self._claim(claim)
+        except TemporaryError as e:
+            log.warning("claim %s: %s; retried at its next event or the resync", claims.uid(claim), e)
         except ProvisionerError as e:
             await self._refuse(claim, e)
+        except ValueError as e:  # a hand-edited annotation or an object the models refuse
+            await self._refuse(claim, claims.InvalidClaim(f"claim {claims.uid(claim)}: {e}"))
 
     async def _claim(self, claim: Obj) -> None:
         class_name = claims.class_name(claim)
@@ -277,7 +281,9 @@ async def _lead(
     )
     tasks = [asyncio.create_task(volumes.run(), name="watch-pvs")]
     try:
-        await volumes.synced.wait()  # PVs (and their gids) first: a claim is judged against them
+        await _first(volumes.synced, stop, lease.lost)  # PVs (and their gids) first: claims are judged against them
+        if not volumes.synced.is_set():
+            return
         tasks.append(asyncio.create_task(claims_informer.run(), name="watch-claims"))
         ended = asyncio.create_task(_first(stop, lease.lost))
         done, _ = await asyncio.wait([ended, *tasks], return_when=asyncio.FIRST_COMPLETED)
