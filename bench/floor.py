@@ -30,7 +30,7 @@ from provisioner.executor import Executor
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage import commands
 from provisioner.storage.backends import BrickSpec, image_path
-from provisioner.storage.operations import ID_OPTION
+from provisioner.reconcile import ID_OPTION
 from provisioner.storage.parsing import OpResult, parse_op_result
 
 COMMAND_TIMEOUT = 120.0  # StorageSettings.command_timeout

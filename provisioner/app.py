@@ -17,35 +17,24 @@ from provisioner.bus.lane import Completion, Intent
 from provisioner.bus.publisher import Outgoing
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
-from provisioner.capacity import CapacityCollector
+from provisioner.capacity import CapacityCollector, ObservedSpace
 from provisioner.events.envelope import Event, encode
 from provisioner.executor import Executor
 from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
-from provisioner.executor.ssh import SshExecutor, SshOptions
+from provisioner.executor.ssh import ssh_executor
+from provisioner.health import NodeHealth
 from provisioner.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
 from provisioner.kube.api import new_client
 from provisioner.kube.objects import KubeObjects
+from provisioner.reconciler import PeriodicReconciler
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
+from provisioner.storage.inventory import NodeInventory
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import Worker
 
 log = logging.getLogger(__name__)
-
-
-def ssh_executor(settings: Settings) -> SshExecutor:
-    ssh = settings.ssh
-    return SshExecutor(
-        SshOptions(
-            user=ssh.user,
-            client_key=ssh.key_file,
-            known_hosts=ssh.known_hosts,
-            port=ssh.port,
-            connect_timeout=ssh.connect_timeout,
-            max_sessions=ssh.max_sessions_per_host,
-        )
-    )
 
 
 async def run(settings: Settings) -> None:
@@ -56,10 +45,14 @@ async def run(settings: Settings) -> None:
         log.warning("crash injection armed: %s", settings.worker.crash_after)
         executor = CrashAfter(executor, settings.worker.crash_after)
     state = DesiredState()
+    observed = ObservedSpace()  # the devices' room as the nodes report it, refreshed by reconcile passes
     reader = StateTopicReader(settings.kafka, state)
     kube = await new_client(settings.kubernetes) if settings.kubernetes.enabled else None
     claims = KubeObjects(kube, timeout=settings.kubernetes.api_timeout) if kube is not None else None
-    worker = Worker(state, VolumeOperations(executor, settings.storage), settings, claims=claims)
+    operations = VolumeOperations(executor, settings.storage, owner=settings.kafka.state_topic)
+    probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
+    health = NodeHealth(state, probes, interval=settings.worker.health_interval)
+    worker = Worker(state, operations, settings, claims=claims, health=health, observed=observed)
 
     async def handle(event: Event, intent: Intent) -> Completion:
         outcome = await worker.handle(event, intent)
@@ -77,12 +70,11 @@ async def run(settings: Settings) -> None:
         grace=settings.worker.shutdown_grace,
     )
 
-    probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
     readiness = Readiness(
         {
             "kafka": KafkaCheck(loop.broker_lag, topic=settings.kafka.requests_topic),
             "state": StateCheck(state),  # rebuilt before the server starts
-            "nodes": NodeCheck(state, probes),
+            "nodes": NodeCheck(health, stale_after=health.stale_after),
         }
     )
 
@@ -90,7 +82,17 @@ async def run(settings: Settings) -> None:
     await reader.start()
     records = await reader.catch_up()
     log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
-    capacity = CapacityCollector.register(state)
+    capacity = CapacityCollector.register(state, observed=observed)
+    probing = asyncio.create_task(health.run(), name="node-health")
+    drift = PeriodicReconciler(
+        state,
+        NodeInventory(executor, operations, timeout=settings.storage.command_timeout),
+        owner=operations.owner,
+        repair=settings.worker.reconcile_repair,
+        observed=observed,
+    )
+    interval = settings.worker.reconcile_interval
+    reconciling = asyncio.create_task(drift.every(interval), name="reconcile") if interval else None
     checks = asyncio.create_task(readiness.run(), name="readiness")
     runner = (
         await serve(readiness.status, host=settings.http.host, port=settings.http.port) if settings.http.port else None
@@ -101,6 +103,9 @@ async def run(settings: Settings) -> None:
         await loop.run(stop)
     finally:
         checks.cancel()
+        probing.cancel()
+        if reconciling is not None:
+            reconciling.cancel()
         capacity.unregister()
         if runner is not None:
             await runner.cleanup()

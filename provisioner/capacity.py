@@ -11,6 +11,9 @@ Series, all gauges (``node`` is the manage host, as in the node command metrics)
 * ``provisioner_device_capacity_bytes{cluster,node,device}``, ``..._used_bytes``, ``..._free_bytes``:
   per device; sum by ``cluster`` or ``node`` for the totals (``deploy/prometheus/rules.yml`` records them).
 * ``provisioner_volumes{cluster,status}`` and ``provisioner_bricks{cluster}``.
+* ``provisioner_device_observed_size_bytes`` / ``..._observed_free_bytes{cluster,node,device}``: the
+  device's room as its node last reported it (statfs of a file device's filesystem, ``vgs`` of an
+  lvm device's VG), from the reconcile passes; absent until a pass has read the node.
 
 The collector reads ``DesiredState`` without a lock: it must be called on the event loop thread that
 mutates the state, which is what the aiohttp ``/metrics`` handler does. It does not talk to nodes.
@@ -18,25 +21,75 @@ mutates the state, which is what the aiohttp ``/metrics`` handler does. It does 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from provisioner.domain import VolumeStatus
+from provisioner.domain import Cluster, DeviceId, VolumeStatus
+from provisioner.reconcile import DeviceSpace
 from provisioner.state import DesiredState
 
 DEVICE_LABELS = ("cluster", "node", "device")
 
 
+class ObservedSpace:
+    """The devices' room as the nodes last reported it (kept by the reconcile passes).
+
+    Placement trusts the smaller of the topology's capacity and what is really there: at each
+    observation a device's cap becomes ``min(capacity, bytes placed on it then + its free bytes then)``,
+    so a filesystem or VG that filled up behind our back (other data, thin pools, a smaller disk than
+    declared) gets no more bricks. The cap only changes when the node is read again, so the capped
+    cluster is one object between observations and the allocator keeps its index.
+    """
+
+    def __init__(self) -> None:
+        self.devices: dict[DeviceId, DeviceSpace] = {}
+        self._caps: dict[DeviceId, int] = {}
+        self._version = 0
+        self._limited: dict[str, tuple[Cluster, int, Cluster]] = {}
+
+    def update(self, spaces: tuple[DeviceSpace, ...], placed: Mapping[DeviceId, int]) -> None:
+        """Record a node reading; ``placed`` is what desired state had on each device at that moment."""
+        for space in spaces:
+            self.devices[space.device] = space
+            self._caps[space.device] = placed.get(space.device, 0) + space.free
+        self._version += 1
+
+    def limit(self, cluster: Cluster) -> Cluster:
+        """``cluster`` with each observed device's capacity capped at what its node could hold."""
+        cached = self._limited.get(cluster.id)
+        if cached is not None and cached[0] is cluster and cached[1] == self._version:
+            return cached[2]
+        limited = cluster
+        if any(d.id in self._caps and self._caps[d.id] < d.capacity for n in cluster.nodes for d in n.devices):
+            nodes = tuple(
+                dataclasses.replace(
+                    node,
+                    devices=tuple(
+                        dataclasses.replace(d, capacity=min(d.capacity, self._caps.get(d.id, d.capacity)))
+                        for d in node.devices
+                    ),
+                )
+                for node in cluster.nodes
+            )
+            limited = dataclasses.replace(cluster, nodes=nodes)
+        self._limited[cluster.id] = (cluster, self._version, limited)
+        return limited
+
+
 class CapacityCollector:
-    def __init__(self, state: DesiredState) -> None:
+    def __init__(self, state: DesiredState, observed: ObservedSpace | None = None) -> None:
         self._state = state
+        self._observed = observed or ObservedSpace()
 
     @classmethod
-    def register(cls, state: DesiredState, registry: CollectorRegistry = REGISTRY) -> CapacityCollector:
-        collector = cls(state)
+    def register(
+        cls, state: DesiredState, registry: CollectorRegistry = REGISTRY, *, observed: ObservedSpace | None = None
+    ) -> CapacityCollector:
+        collector = cls(state, observed)
         registry.register(collector)
         return collector
 
@@ -48,7 +101,7 @@ class CapacityCollector:
         return list(_families())
 
     def collect(self) -> Iterator[Metric]:
-        capacity, used, free, volumes, bricks = _families()
+        capacity, used, free, volumes, bricks, observed_size, observed_free = _families()
         state = self._state
         for cluster_id in sorted(state.clusters):
             cluster = state.clusters[cluster_id]
@@ -60,6 +113,10 @@ class CapacityCollector:
                     capacity.add_metric(labels, device.capacity)
                     used.add_metric(labels, taken)
                     free.add_metric(labels, max(device.capacity - taken, 0))
+                    seen = self._observed.devices.get(device.id)
+                    if seen is not None:
+                        observed_size.add_metric(labels, seen.size)
+                        observed_free.add_metric(labels, seen.free)
         per_status: Counter[tuple[str, str]] = Counter()
         per_cluster: Counter[str] = Counter()
         for volume in state.volumes.values():
@@ -69,7 +126,7 @@ class CapacityCollector:
             for status in VolumeStatus:
                 volumes.add_metric([name, status.value], per_status[(name, status.value)])
             bricks.add_metric([name], per_cluster[name])
-        yield from (capacity, used, free, volumes, bricks)
+        yield from (capacity, used, free, volumes, bricks, observed_size, observed_free)
 
 
 def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -87,4 +144,14 @@ def _families() -> tuple[GaugeMetricFamily, ...]:
             "provisioner_volumes", "Volumes in the desired state, by status.", labels=("cluster", "status")
         ),
         GaugeMetricFamily("provisioner_bricks", "Bricks of the volumes in the desired state.", labels=("cluster",)),
+        GaugeMetricFamily(
+            "provisioner_device_observed_size_bytes",
+            "Size of a device's filesystem (file) or VG (lvm) as its node last reported it.",
+            labels=DEVICE_LABELS,
+        ),
+        GaugeMetricFamily(
+            "provisioner_device_observed_free_bytes",
+            "Free bytes of a device's filesystem (file) or VG (lvm) as its node last reported it.",
+            labels=DEVICE_LABELS,
+        ),
     )

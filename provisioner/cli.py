@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from provisioner import __version__, app
+from provisioner import __version__, app, reconciler
 from provisioner.bus import client
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.errors import ConfigError, ProvisionerError, TemporaryError
@@ -26,6 +26,7 @@ from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
 from provisioner.kube import watcher
+from provisioner.reconcile import Drift
 from provisioner.settings import ENV_PREFIX, Settings
 from provisioner.state import DesiredState
 from provisioner.topology import requests_from_file
@@ -42,6 +43,8 @@ examples:
   provisioner request provision --cluster dev --size 10GiB --disperse 2+1 --name media --wait
   provisioner request expand --cluster dev --name media --size 20GiB --wait
   provisioner request delete --cluster dev --name media --wait
+  provisioner reconcile --cluster dev              # drift between desired state and the nodes
+  provisioner reconcile --cluster dev --repair     # ... and remove orphans
   provisioner schemas export schemas/
 
 settings (environment, or KEY=VALUE lines in --env-file):
@@ -136,20 +139,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     _wait_flags(node_add)
     for action, text in (
-        ("remove", "remove a node holding no bricks"),
+        ("remove", "remove a node (refused while it holds bricks, unless --evacuate)"),
         ("enable", "let the allocator use a node"),
         ("disable", "keep new bricks off a node"),
     ):
         ref = node.add_parser(action, help=text)
         ref.add_argument("--cluster", required=True)
         ref.add_argument("--host", required=True, help="the node's manage hostname")
+        if action == "remove":
+            _evacuate_flag(ref, "node")
         _wait_flags(ref)
     device = commands.add_parser("device", help="add, remove, enable or disable a device").add_subparsers(
         dest="device", required=True, metavar="ACTION"
     )
     for action, text in (
         ("add", "add a device to a node"),
-        ("remove", "remove a device holding no bricks"),
+        ("remove", "remove a device (refused while it holds bricks, unless --evacuate)"),
         ("enable", "let the allocator use a device"),
         ("disable", "keep new bricks off a device"),
     ):
@@ -160,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         if action == "add":
             dev.add_argument("--capacity", type=_size, help="bytes for bricks (file backend), e.g. 100GiB")
             dev.add_argument("--backend", choices=["file", "lvm"], default="file")
+        if action == "remove":
+            _evacuate_flag(dev, "device")
         _wait_flags(dev)
 
     state = commands.add_parser("state", help="desired state from the state topic").add_subparsers(
@@ -169,12 +176,50 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--cluster", help="only this cluster")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare desired state with the nodes; --repair removes what nobody owns",
+        description=(
+            "Read every node of the cluster(s) (tagged brick images and LVs, brick mounts, gluster volumes), "
+            "then desired state, and print the drift: orphan_volume / orphan_brick (ours, named by no record), "
+            "missing_volume / missing_brick (recorded, not on the nodes), interrupted (a record stuck in "
+            "creating/expanding/deleting). Only things carrying this deployment's owner tag (its state topic) "
+            "count. Exit 0 when no drift is left, 1 otherwise."
+        ),
+    )
+    reconcile.add_argument("--cluster", help="only this cluster")
+    reconcile.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove orphans (re-checked first) and resend the request of each stale interrupted record",
+    )
+    reconcile.add_argument(
+        "--stale-after",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="an interrupted record older than this is repaired (default 900: a running request is left alone)",
+    )
+    reconcile.add_argument("--json", action="store_true", help="machine-readable output")
+
     export = commands.add_parser("schemas", help="event JSON Schemas").add_subparsers(
         dest="schemas", required=True, metavar="ACTION"
     )
     export_cmd = export.add_parser("export", help="write one JSON Schema per event type")
     export_cmd.add_argument("directory", type=Path, nargs="?", default=Path("schemas"))
     return parser
+
+
+def _evacuate_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--evacuate",
+        action="store_true",
+        help=(
+            f"first move every brick off the {what} to other devices (gluster replace-brick ... commit force; "
+            "self-heal then copies the data), never next to another brick of its replica/disperse set; "
+            "fails with CannotEvacuate, before touching anything, if a distribute volume has a brick there"
+        ),
+    )
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "watch":
             asyncio.run(watcher.run(settings))
             return 0
+        if args.command == "reconcile":
+            report = asyncio.run(
+                reconciler.reconcile(settings, cluster=args.cluster, repair=args.repair, stale_after=args.stale_after)
+            )
+            print(_render_report(report, as_json=args.json))
+            return 1 if report.left else 0
         if args.command == "state":
             print(asyncio.run(_show_state(settings, cluster=args.cluster, as_json=args.json)))
             return 0
@@ -310,12 +361,15 @@ def _topology_change(args: argparse.Namespace) -> tuple[str, models.Model]:
             "devices": devices,
         }
         return type_, _validated(models.AddNode, {"cluster": args.cluster, "node": node})
+    evacuate = {"evacuate": True} if getattr(args, "evacuate", False) else {}
     if args.command == "node":
-        return type_, _validated(models.NodeRef, {"cluster": args.cluster, "host": args.host})
+        return type_, _validated(models.NodeRef, {"cluster": args.cluster, "host": args.host, **evacuate})
     if action == "add":
         device = {"name": args.name, "backend": args.backend, "capacity": args.capacity}
         return type_, _validated(models.AddDevice, {"cluster": args.cluster, "host": args.host, "device": device})
-    return type_, _validated(models.DeviceRef, {"cluster": args.cluster, "host": args.host, "name": args.name})
+    return type_, _validated(
+        models.DeviceRef, {"cluster": args.cluster, "host": args.host, "name": args.name, **evacuate}
+    )
 
 
 def _provision_data(args: argparse.Namespace) -> models.ProvisionVolume:
@@ -420,6 +474,43 @@ async def _show_state(settings: Settings, *, cluster: str | None, as_json: bool)
             f"{v.name:<24} {v.cluster:<16} {v.status.value:<9} {format_size(v.size):>8} {v.durability.type:<12} "
             f"{len(v.bricks):>6}  {v.id}"
         )
+    return "\n".join(lines)
+
+
+def _render_report(report: reconciler.Report, *, as_json: bool) -> str:
+    repaired = {id(d) for d in report.repaired}
+    failures = {id(d): why for d, why in report.failed}
+
+    def outcome(drift: Drift) -> str:
+        if id(drift) in repaired:
+            return "repaired"
+        return f"repair failed: {failures[id(drift)]}" if id(drift) in failures else ""
+
+    if as_json:
+        rows = [
+            {
+                "kind": d.kind,
+                "cluster": d.cluster,
+                "node": d.node,
+                "subject": d.subject,
+                "volume_id": d.volume_id,
+                "detail": d.detail,
+                "repairable": d.repairable,
+                "outcome": outcome(d),
+            }
+            for d in report.drift
+        ]
+        return json.dumps({"drift": rows, "left": len(report.left)}, indent=2)
+    if not report.drift:
+        return "no drift: desired state and the nodes agree"
+    lines = [f"{'KIND':<15} {'CLUSTER':<16} {'NODE':<15} {'SUBJECT':<34} DETAIL"]
+    for d in report.drift:
+        done = outcome(d)
+        lines.append(
+            f"{d.kind:<15} {d.cluster:<16} {d.node or '-':<15} {d.subject:<34} {d.detail}"
+            + (f" [{done}]" if done else "")
+        )
+    lines.append(f"{len(report.drift)} found, {len(report.repaired)} repaired, {len(report.left)} left")
     return "\n".join(lines)
 
 

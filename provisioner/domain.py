@@ -143,6 +143,17 @@ class Brick:
     arbiter: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """A brick move in progress (evacuation): ``new`` takes the place of ``old`` in its set.
+
+    While a volume lists one, both bricks are in its ``bricks``, so both stay owned (and their
+    space counted) until gluster has swapped them and the old brick is destroyed."""
+
+    old: BrickId
+    new: BrickId
+
+
 class VolumeStatus(StrEnum):
     CREATING = "creating"  # intent recorded; node work may be partly done
     ONLINE = "online"
@@ -164,6 +175,7 @@ class Volume:
     request: RequestId | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
     snapshot_factor: float = 1.0  # thin pool size over brick size, for the lvm backend
+    replacing: tuple[Replacement, ...] = ()  # brick moves recorded but not finished (absent in older records)
 
 
 def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:

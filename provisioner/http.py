@@ -13,7 +13,7 @@ turns the server off):
       not ready
       kafka: failed: Kafka at 127.0.0.1:19092 does not answer: KafkaError(...)
       state: ok: 1 cluster(s), 4 volume(s)
-      nodes: ok: 3/3 nodes reachable
+      nodes: ok: 3/3 nodes up
 
 The checks run in the background every ``interval`` seconds (every ``retry_interval`` while one
 fails) with a ``timeout`` each, so a request to ``/readyz`` never waits on Kafka or SSH. Results
@@ -23,10 +23,10 @@ older than ``stale_after`` count as failed: a wedged checker is not a ready daem
   (aiokafka itself retries silently, so only a real request shows the broker is gone); the same
   run records the consumer lag per assigned partition.
 * ``state``: the desired state was rebuilt from the state topic before the server started.
-* ``nodes``: every enabled storage node gets ``true`` over SSH; the check fails only when a
-  cluster has no reachable node left (the gluster CLI needs one). Each node's result is the
-  ``provisioner_node_up`` gauge, which is what the NodeUnreachable alert watches. Give the check
-  an executor of its own: on the worker's, a node busy with long commands would look unreachable.
+* ``nodes``: reads the node prober (``provisioner.health.NodeHealth``, which also keeps the
+  ``provisioner_node_up`` gauge the NodeUnreachable alert watches); the check fails when a
+  cluster has no node up (the gluster CLI needs one), before the first probe round, and when the
+  last round is too old (a wedged prober).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import generate_latest
 
 from provisioner import metrics
 from provisioner.errors import ProvisionerError, TemporaryError
-from provisioner.executor import Executor
 from provisioner.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -147,42 +147,41 @@ class StateCheck:
         return f"{len(self._state.clusters)} cluster(s), {len(self._state.volumes)} volume(s)"
 
 
-class NodeCheck:
-    """Probes every enabled node of every cluster with ``true`` over the (measured) executor."""
+class NodeView(Protocol):
+    """What the node prober knows (``provisioner.health.NodeHealth``)."""
 
-    def __init__(self, state: DesiredState, executor: Executor, *, timeout: float = 4.0) -> None:
-        self._state = state
-        self._executor = executor
-        self._timeout = timeout
+    def nodes(self) -> Mapping[tuple[str, str], str | None]:
+        """(cluster, host) of every probed node -> None when up, else why it is down."""
+        ...
+
+    def age(self) -> float | None:
+        """Seconds since the last probe round finished; None before the first."""
+        ...
+
+
+class NodeCheck:
+    """Readiness from the node prober's last round: it never runs a command of its own."""
+
+    def __init__(self, health: NodeView, *, stale_after: float) -> None:
+        self._health = health
+        self._stale_after = stale_after
 
     async def __call__(self) -> str:
-        targets: list[tuple[str, str]] = [
-            (cluster.id, node.manage)
-            for cluster in self._state.clusters.values()
-            for node in cluster.nodes
-            if node.enabled
-        ]
-        reached = await asyncio.gather(*(self._reach(host) for _, host in targets))
-        up = dict(zip(targets, reached, strict=True))
-        metrics.set_node_up(up)
-        clusters = {cluster for cluster, _ in targets}
-        dead = sorted(c for c in clusters if not any(ok for (cluster, _), ok in up.items() if cluster == c))
-        down = sorted(host for (_, host), ok in up.items() if not ok)
-        detail = f"{len(targets) - len(down)}/{len(targets)} nodes reachable"
+        age = self._health.age()
+        if age is None:
+            raise TemporaryError("nodes not probed yet")
+        if age > self._stale_after:
+            raise TemporaryError(f"the last node probe round finished {age:.0f}s ago")
+        nodes = self._health.nodes()
+        clusters = sorted({cluster for cluster, _ in nodes})
+        dead = [c for c in clusters if all(why is not None for (cluster, _), why in nodes.items() if cluster == c)]
+        down = {host: why for (_, host), why in sorted(nodes.items()) if why is not None}
+        detail = f"{len(nodes) - sum(1 for why in nodes.values() if why is not None)}/{len(nodes)} nodes up"
         if down:
-            detail += f"; unreachable: {', '.join(down)}"
+            detail += "; down: " + ", ".join(f"{host} ({why})" for host, why in down.items())
         if dead:
-            raise TemporaryError(f"no node of cluster(s) {', '.join(dead)} answers; {detail}")
+            raise TemporaryError(f"no node of cluster(s) {', '.join(dead)} is up; {detail}")
         return detail
-
-    async def _reach(self, host: str) -> bool:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._executor.run(host, ("true",), timeout=self._timeout)
-        except (ProvisionerError, TimeoutError) as e:
-            log.debug("node %s unreachable: %s", host, e)
-            return False
-        return True
 
 
 def make_app(status: Status) -> web.Application:

@@ -8,8 +8,9 @@ with its first event already counted hides that event from ``rate()`` and ``incr
 dashboard would show "no data" instead of 0.
 
 Capacity and object counts are not here: ``provisioner.capacity`` computes them from the desired
-state at scrape time. Consumer lag and node reachability are gauges set by the readiness checks
-(``provisioner.http``) every few seconds. The full list, with units, is in ``grafana/README.md``.
+state at scrape time. Consumer lag is a gauge set by the readiness checks (``provisioner.http``)
+and node reachability one set by the node prober (``provisioner.health``), both every few seconds.
+The full list, with units, is in ``grafana/README.md``.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ FAILURE_REASONS = (
     "InvalidStorageClass",  # the watcher's, on the claim as an event
     "InvalidClaim",
     "GidsExhausted",
+    "NodeDown",  # placement failed because nodes the health probes saw down were left out
+    "CannotEvacuate",  # a distribute volume's brick cannot be moved off a leaving device
 )
 """The ``reason`` codes of failed results (the ``reason`` of the failure event)."""
 
@@ -152,7 +155,7 @@ STEP_SECONDS = Histogram(
 )
 NODE_COMMAND_SECONDS = Histogram(
     "provisioner_node_command_duration_seconds",
-    "Time of one command on a storage node, over SSH; command 'true' is the reachability probe.",
+    "Time of one command on a storage node, over SSH; command 'gluster_pool_list' is the health probe.",
     ["command", "node"],
     buckets=COMMAND_BUCKETS,
 )
@@ -163,7 +166,7 @@ NODE_COMMAND_FAILURES = Counter(
 )
 NODE_UP = Gauge(
     "provisioner_node_up",
-    "1 when the last reachability probe of the storage node succeeded, 0 when it failed.",
+    "1 when the storage node is up (sshd and glusterd answer the health probe), 0 when it is down.",
     ["cluster", "node"],
 )
 RETRIES = Counter("provisioner_retries", "Retried attempts after a temporary failure.", ["reason"])

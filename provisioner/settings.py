@@ -90,6 +90,19 @@ class WorkerSettings(Group):
     shutdown_grace: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds in-flight work may take to finish after SIGTERM."
     )
+    health_interval: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="Seconds between probes of every storage node's sshd and glusterd; a node is down "
+        "(placement avoids it) after 2 failed probes in a row, and up again at the first success.",
+    )
+    reconcile_interval: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds between the daemon's reconcile passes (the first right after start); 0 turns "
+        "them off. A pass reads every node and counts orphans in provisioner_reconcile_drift_found.",
+    )
+    reconcile_repair: bool = Field(
+        False, description="Let the daemon's passes remove the orphans they find (as `reconcile --repair` does)."
+    )
 
 
 class HttpSettings(Group):

@@ -17,15 +17,19 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from provisioner import metrics
+from provisioner import evacuation, metrics
 from provisioner.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
+from provisioner.capacity import ObservedSpace
 from provisioner.domain import (
     Cluster,
     ClusterId,
+    Disperse,
+    Durability,
+    Replicate,
     RequestId,
     Volume,
     VolumeId,
@@ -36,6 +40,8 @@ from provisioner.domain import (
 )
 from provisioner.errors import (
     InvalidTopology,
+    NoCapacity,
+    NodeUnreachable,
     PermanentError,
     ProvisionerError,
     TemporaryError,
@@ -68,6 +74,21 @@ class ClaimPublisher(Protocol):
     async def event(self, claim: models.ClaimRef, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
+class NodeHealthView(Protocol):
+    """Which storage nodes are down now (``provisioner.health.NodeHealth``); placement avoids them."""
+
+    def down(self, cluster: str) -> Mapping[str, str]:
+        """The enabled nodes of ``cluster`` that are down: manage host -> why."""
+        ...
+
+
+class NothingDown:
+    """The health view of a worker without a prober: every node counts as up."""
+
+    def down(self, cluster: str) -> Mapping[str, str]:
+        return {}
+
+
 class IntentWriter(Protocol):
     async def record(self, changes: list[StateChange]) -> None:
         """Durably publish state changes now (before node work), and apply them locally."""
@@ -94,8 +115,14 @@ class Worker:
         *,
         claims: ClaimPublisher | None = None,
         sleep: Sleep = asyncio.sleep,
+        health: NodeHealthView | None = None,
+        observed: ObservedSpace | None = None,
     ) -> None:
         self._state = state
+        self._health = health or NothingDown()
+        self._observed = observed or ObservedSpace()  # the devices' room as the nodes report it
+        # per cluster: (cluster, down hosts, the cluster without them) of the last plan with nodes down
+        self._placeable_cache: dict[ClusterId, tuple[Cluster, frozenset[str], Cluster]] = {}
         self._claims = claims
         self._ops = operations
         self._settings = settings
@@ -136,7 +163,7 @@ class Worker:
                 case models.LoadTopology() as data:
                     outcome = self._load_topology(event, data)
                 case models.AddNode() | models.NodeRef() | models.AddDevice() | models.DeviceRef() as data:
-                    outcome = await self._change_topology(event, data)
+                    outcome = await self._change_topology(event, data, intent)
                 case _:
                     raise PermanentError(f"no handler for {event.type}", reason="UnknownType")
         except ProvisionerError as e:
@@ -260,16 +287,17 @@ class Worker:
     ) -> Volume:
         """Place the bricks and durably record the volume as ``creating`` before any node work."""
         started = time.monotonic()
-        plan = plan_volume(
-            PlacementRequest(
-                volume=volume_id,
-                size=data.size,
-                durability=data.durability.to_domain(),
-                zone_checking=ZoneChecking(data.zone_checking),
-            ),
+        request = PlacementRequest(
+            volume=volume_id,
+            size=data.size,
+            durability=data.durability.to_domain(),
+            zone_checking=ZoneChecking(data.zone_checking),
+        )
+        usage = self._state.usage(cluster.id)
+        plan = self._placed(
             cluster,
-            self._state.usage(cluster.id),
-            self._limits,
+            lambda placeable: plan_volume(request, placeable, usage, self._limits),
+            durability=request.durability,
         )
         metrics.STEP_SECONDS.labels("allocate").observe(time.monotonic() - started)
         volume = Volume(
@@ -288,6 +316,36 @@ class Worker:
         )
         await intent.record([StateChange.put_volume(volume)])
         return volume
+
+    def _placed(self, cluster: Cluster, place: Callable[[Cluster], T], *, durability: Durability) -> T:
+        """``place`` on the nodes that are up. When that fails while nodes are down, and would not
+        with them, the failure is NodeDown naming them; otherwise it is the failure of the whole cluster."""
+        placeable, down = self._placeable(cluster)
+        try:
+            return place(placeable)
+        except NoCapacity as failure:
+            if not down:
+                raise
+            place(self._observed.limit(cluster))  # raises when the down nodes are not what is missing
+            raise _node_down(failure, down, placeable, durability) from failure
+
+    def _placeable(self, cluster: Cluster) -> tuple[Cluster, Mapping[str, str]]:
+        """The cluster as placement may use it now: nodes that are down count as disabled
+        (the same object while the same nodes stay down, so the allocator keeps its index), and each
+        device offers no more than its node reported room for at the last reconcile pass."""
+        cluster = self._observed.limit(cluster)
+        reported = self._health.down(cluster.id)
+        down = {n.manage: reported[n.manage] for n in cluster.nodes if n.enabled and n.manage in reported}
+        if not down:
+            return cluster, {}
+        hosts = frozenset(down)
+        cached = self._placeable_cache.get(cluster.id)
+        if cached is not None and cached[0] is cluster and cached[1] == hosts:
+            return cached[2], down
+        nodes = tuple(dataclasses.replace(n, enabled=False) if n.manage in hosts else n for n in cluster.nodes)
+        placeable = dataclasses.replace(cluster, nodes=nodes)
+        self._placeable_cache[cluster.id] = (cluster, hosts, placeable)
+        return placeable, down
 
     def _provisioned(self, event: Event, volume: Volume, *, persistent_volume: str | None = None) -> Outcome:
         cluster = self._cluster(volume.cluster)
@@ -329,6 +387,8 @@ class Worker:
         cluster = self._cluster(data.cluster)
         volume = self._selected(cluster.id, data)
         objects = data.kubernetes
+        if objects is not None:
+            self._kubernetes()  # refuse before the storage goes, not after
         if volume is None:
             if objects is not None:
                 await self._withdraw(objects)
@@ -364,6 +424,8 @@ class Worker:
 
     async def _expand(self, event: Event, data: models.ExpandVolume, intent: IntentWriter) -> Outcome:
         cluster = self._cluster(data.cluster)
+        if data.kubernetes is not None:
+            self._kubernetes()  # refuse before bricks are added, not after
         volume = self._selected(cluster.id, data)
         if volume is None:
             raise VolumeNotFound(f"no volume {data.name or data.volume_id} in cluster {cluster.id}")
@@ -372,12 +434,20 @@ class Worker:
         elif volume.status is VolumeStatus.ONLINE:
             async with self._placement_locks.setdefault(cluster.id, asyncio.Lock()):
                 with metrics.step("allocate"):
-                    added = plan_expansion(
-                        volume, data.size, cluster, self._state.usage(cluster.id), self._limits, zones=ZoneChecking.NONE
+                    usage, growing = self._state.usage(cluster.id), volume
+                    added = self._placed(
+                        cluster,
+                        lambda placeable: plan_expansion(
+                            growing, data.size, placeable, usage, self._limits, zones=ZoneChecking.NONE
+                        ),
+                        durability=volume.durability,
                     )
-                if not added:
-                    await self._resized(data, volume)
-                    return self._expanded(event, volume, 0, data)
+                if not added:  # the bricks already hold the new size (e.g. minimum-size bricks)
+                    grown = dataclasses.replace(volume, size=max(volume.size, data.size))
+                    await self._resized(data, grown)
+                    outcome = self._expanded(event, grown, 0, data)
+                    changes = [StateChange.put_volume(grown)] if grown.size != volume.size else []
+                    return dataclasses.replace(outcome, changes=changes)
                 volume = dataclasses.replace(
                     volume,
                     bricks=volume.bricks + added,
@@ -441,16 +511,25 @@ class Worker:
         return self._topology_now(event, cluster)
 
     async def _change_topology(
-        self, event: Event, data: models.AddNode | models.NodeRef | models.AddDevice | models.DeviceRef
+        self,
+        event: Event,
+        data: models.AddNode | models.NodeRef | models.AddDevice | models.DeviceRef,
+        intent: IntentWriter,
     ) -> Outcome:
-        """Add, remove, enable or disable a node or device; removal is refused while bricks remain."""
+        """Add, remove, enable or disable a node or device. Removal is refused while bricks remain,
+        unless the request asks to evacuate: then every brick moves off first (``_evacuate``)."""
         cluster = self._cluster(data.cluster)
         action = event.type.split(".")[3]  # add, remove, enable, disable
+        evacuate = isinstance(data, models.NodeRef | models.DeviceRef) and data.evacuate
+        if evacuate and action != "remove":
+            raise InvalidTopology(f"evacuate applies to remove only, not to {action}")
         if action in ("enable", "disable"):
             assert isinstance(data, models.NodeRef | models.DeviceRef)
             new = with_enabled(cluster, data, enabled=action == "enable")
         else:
             new = changed(cluster, data)
+        if evacuate:
+            await self._evacuate(cluster, new, intent)
         used = {b.device for v in self._state.volumes_of(cluster.id) for b in v.bricks}
         for node in cluster.nodes:
             for device in node.devices:
@@ -476,6 +555,77 @@ class Worker:
                 others = [n for n in cluster.nodes if n.id != node.id]
                 await self._retrying(functools.partial(self._ops.detach, others, node), what=f"detach {node.manage}")
         return self._topology_now(event, new)
+
+    async def _evacuate(self, cluster: Cluster, remaining: Cluster, intent: IntentWriter) -> None:
+        """Move every brick off the devices that ``remaining`` lacks, one brick at a time.
+
+        Each move is recorded (the volume listing both bricks and the pair) before its node work and
+        again once done, so a crash at any instant leaves a record that a redelivered or repeated
+        request resumes: moves already recorded are finished first, then the rest are planned.
+        Refusals (a distribute volume, no room) come before any node is touched.
+        """
+        leaving = {d.id for n in cluster.nodes for d in n.devices} - {d.id for n in remaining.nodes for d in n.devices}
+        gone = frozenset({n.id for n in cluster.nodes} - {n.id for n in remaining.nodes})
+        volumes = evacuation.affected(self._state.volumes_of(cluster.id), leaving)
+        evacuation.check_movable(volumes, leaving)
+        for volume in volumes:
+            for move in evacuation.pending(volume):
+                log.info("%s: resuming the move of brick %s to %s", volume.name, move.old.id, move.new.id)
+                await self._move(cluster, move, gone, intent)
+        async with self._placement_locks.setdefault(cluster.id, asyncio.Lock()):
+            placeable, _ = self._placeable(cluster)  # no new brick on a node that is down
+            with metrics.step("allocate"):
+                moves = evacuation.plan_evacuation(
+                    self._state.volumes_of(cluster.id), placeable, self._state.usage(cluster.id), leaving, self._limits
+                )
+        for number, move in enumerate(moves, 1):
+            planned = evacuation.moving(self._state.volumes[move.volume], move)
+            await intent.record([StateChange.put_volume(planned)])
+            await self._move(cluster, move, gone, intent)
+            log.info("%s: brick %s moved to %s (%d of %d)", planned.name, move.old.id, move.new.id, number, len(moves))
+
+    async def _move(self, cluster: Cluster, move: evacuation.Move, gone: frozenset[str], intent: IntentWriter) -> None:
+        """One recorded move: build the new brick, swap it in (``replace-brick … commit force``),
+        destroy the old one, record the volume with the new brick in the old one's place.
+
+        The old brick of a node that is leaving and unreachable (a dead node) is left where it is:
+        the node leaves the pool, and a dead node must not block its own removal."""
+        volume = self._state.volumes[move.volume]  # lists both bricks
+        old_host = cluster.node(move.old.node).manage
+        try:
+            with metrics.step("brick_create"):
+                build = functools.partial(self._ops.create_brick, cluster, volume, move.new)
+                await self._retrying(build, what=f"create brick {move.new.id} of {volume.name}")
+            swap = functools.partial(self._ops.replace_brick, cluster, volume, move.old, move.new)
+            await self._retrying(swap, what=f"replace brick {move.old.id} of {volume.name}")
+        except ProvisionerError:
+            await self._abandon(cluster, move, intent)
+            raise
+
+        async def destroy_old() -> None:
+            try:
+                await self._ops.destroy_brick(cluster, volume, move.old)
+            except NodeUnreachable as e:
+                if move.old.node not in gone:
+                    raise
+                log.warning("brick %s stays on %s, which leaves the cluster unreachable: %s", move.old.id, old_host, e)
+
+        await self._retrying(destroy_old, what=f"destroy brick {move.old.id} on {old_host}")
+        await intent.record([StateChange.put_volume(evacuation.moved(self._state.volumes[move.volume], move))])
+
+    async def _abandon(self, cluster: Cluster, move: evacuation.Move, intent: IntentWriter) -> None:
+        """Undo a move that failed before gluster took the new brick: destroy it, drop it from the
+        record. If gluster lists it, or the nodes cannot tell or clean, the record stays for a retry."""
+        volume = self._state.volumes[move.volume]
+        try:
+            if await self._ops.has_brick(cluster, volume, move.new, last=move.old):
+                return
+            destroy = functools.partial(self._ops.destroy_brick, cluster, volume, move.new)
+            await self._retrying(destroy, what=f"remove the unused brick {move.new.id}")
+        except ProvisionerError as e:
+            log.error("%s: the move of brick %s stays recorded for a repeated request: %s", volume.name, move.old.id, e)
+            return
+        await intent.record([StateChange.put_volume(evacuation.abandoned(volume, move))])
 
     def _topology_now(self, event: Event, cluster: Cluster) -> Outcome:
         """The answer to any topology request: the cluster as it is now, recorded in the state topic."""
@@ -557,11 +707,50 @@ class Worker:
             cluster=cluster,
             volume_id=volume,
             reason=error.reason,
-            message=str(error),
+            message=str(error) + self._down_note(cluster, error),
             retriable=isinstance(error, TemporaryError),
         )
         result = new_event(models.failed_type(event.type), data, source=self._settings.source, subject=volume)
         return Outcome(result=result, key=volume or cluster or "", changes=[])
+
+    def _down_note(self, cluster: str | None, error: ProvisionerError) -> str:
+        """For a temporary failure in a cluster with nodes down: which ones and why (the likely cause,
+        which gluster's own message, e.g. "Some of the peers are down", does not name)."""
+        if cluster is None or not isinstance(error, TemporaryError) or error.reason == "NodeDown":
+            return ""
+        down = self._health.down(cluster)
+        return f"; nodes down: {_listed(down)}" if down else ""
+
+
+def _node_down(
+    failure: NoCapacity, down: Mapping[str, str], placeable: Cluster, durability: Durability
+) -> TemporaryError:
+    """The failure of a placement that only the down nodes could have satisfied."""
+    usable = [n for n in placeable.nodes if n.enabled and any(d.enabled for d in n.devices)]
+    need = durability.set_size
+    match failure.reason:
+        case "NotEnoughNodes":
+            up = len(usable)
+            what = f"{_kind(durability)} needs {need} nodes, {up} {'is' if up == 1 else 'are'} up"
+        case "NotEnoughZones":
+            zones = len({n.zone for n in usable})
+            what = f"{_kind(durability)} with strict zone checking needs {need} zones, {zones} have a node up"
+        case _:
+            what = f"{failure} (on the nodes that are up)"
+    return TemporaryError(f"{what}; down: {_listed(down)}", reason="NodeDown")
+
+
+def _kind(durability: Durability) -> str:
+    match durability:
+        case Replicate(replica=replica, arbiter=arbiter):
+            return f"replica {replica}{' arbiter 1' if arbiter else ''}"
+        case Disperse(data=data, redundancy=redundancy):
+            return f"disperse {data}+{redundancy}"
+    return "distribute"
+
+
+def _listed(down: Mapping[str, str]) -> str:
+    return ", ".join(f"{host} ({why})" for host, why in sorted(down.items()))
 
 
 def _objects_of(spec: models.ClaimVolume) -> models.ClaimObjects:

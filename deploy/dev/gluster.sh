@@ -10,7 +10,7 @@
 # /var/log/glusterfs or ~/.ssh, and no host sysctl changes (IPv6 is only switched off on the
 # sandbox's own interfaces).
 #
-# Usage: deploy/dev/gluster.sh {install|up|down|status|purge}
+# Usage: deploy/dev/gluster.sh {install|up|down|status|purge|stop-service|start-service}
 #   install  apt-get install the packages whose binaries are missing
 #   up       start the cluster (idempotent: a healthy cluster is left alone, a partial one is
 #            torn down and rebuilt); writes $SB/env for consumers
@@ -18,10 +18,17 @@
 #            node logs ($SB/nodes/nodeN/log) are kept, the gluster state is not
 #   status   one line per node; exit 0 only if every node is healthy
 #   purge    down, then forget everything under $SB (keys included)
+#   stop-service NODE glusterd|sshd
+#            stop one node's glusterd, or its sshd with every SSH session, as an outage would
+#            (bricks keep running); until start-service, `up` waits instead of rebuilding
+#   start-service NODE glusterd|sshd
+#            start it again as `up` does, and wait until it answers and every node sees its two
+#            peers Connected (GLUSTER_TIMEOUT seconds, then fail saying what is missing)
 #
 # Environment: DEV_STATE (default <repo>/.dev; the sandbox lives in $DEV_STATE/gluster),
 # GLUSTER_TIMEOUT (seconds each step of `up` may take, default 60),
-# GLUSTER_KEEP_FAILED=1 (leave a failed `up` in place for inspection instead of tearing it down).
+# GLUSTER_KEEP_FAILED=1 (leave a failed `up` in place for inspection instead of tearing it down),
+# GLUSTER_STOPPED_WAIT (seconds `up` waits for services stopped by stop-service, default 300).
 set -Eeuo pipefail
 export LC_ALL=C
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
@@ -44,6 +51,7 @@ HOSTKEY_DIR=$SSH_DIR/hostkeys
 NODES_DIR=$SB/nodes
 MARKS=$SB/host        # which host paths the sandbox created, so `down` removes only those
 ENV_FILE=$SB/env
+STOPPED_DIR=$SB/stopped   # NODE.SERVICE while stop-service keeps a service down on purpose
 
 # binary -> Debian package that provides it
 PACKAGES=(glusterd:glusterfs-server glusterfs:glusterfs-client mount.glusterfs:glusterfs-client
@@ -240,7 +248,7 @@ check_health() {
         if [ -n "${SSH_OK[$n]:-}" ]; then s=up; fi
         if [ "$g" != up ] || [ "$s" != up ] || [ "$p" != 2 ]; then healthy=1; fi
         if [ "${1:-}" = print ]; then
-            printf '%s %s glusterd=%s sshd=%s peers=%s\n' "$n" "$(node_ip "$n")" "$g" "$s" "$p"
+            printf '%s %s glusterd=%s sshd=%s peers=%s%s\n' "$n" "$(node_ip "$n")" "$g" "$s" "$p" "$(stopped_note "$n")"
         fi
     done
     ip link show "$BRIDGE" >/dev/null 2>&1 || healthy=1
@@ -437,6 +445,11 @@ do_up() {
     if check_health; then
         [ -s "$ENV_FILE" ] || write_env
         log "already up and healthy; nothing to do (status: $SCRIPT status)"
+        return 0
+    fi
+    if await_stopped_services; then
+        [ -s "$ENV_FILE" ] || write_env
+        log "healthy again; nothing to do"
         return 0
     fi
     if [ -n "$(leftovers)" ] || [ "${#INIT[@]}" -gt 0 ]; then
@@ -722,7 +735,7 @@ do_down() {
                 -exec rm -rf --one-file-system -- {} + 2>/dev/null || true
         done
     fi
-    rm -rf -- "$SB/tmp"
+    rm -rf -- "$SB/tmp" "$STOPPED_DIR"
     left_over=$(leftovers)
     if [ -n "$left_over" ]; then
         log "down incomplete, still present: ${left_over//$'\n'/, }"
@@ -731,6 +744,139 @@ do_down() {
     if [ "${1:-}" != quiet ] || [ $(( nodes + mounts + loops + clients )) -gt 0 ]; then
         log "down: $nodes node(s) stopped, $mounts host mount(s), $loops loop device(s), $clients FUSE client(s) ($(since "$t0"))"
     fi
+}
+
+# ---------------------------------------------------------------- one node's services
+
+# " (stopped on purpose: glusterd sshd)" for node $1 while stop-service holds services down.
+stopped_note() {
+    local f list=
+    for f in "$STOPPED_DIR/$1".*; do
+        if [ -e "$f" ]; then list+=" ${f##*.}"; fi
+    done
+    if [ -n "$list" ]; then printf ' (stopped on purpose:%s)' "$list"; fi
+}
+
+# A sandbox that is unhealthy only because tests stopped services on purpose is not broken:
+# wait for them to be started again instead of rebuilding it under those tests. Returns 0 when
+# healthy again, 1 when nothing is stopped on purpose (any more) and the sandbox is still
+# unhealthy; fails when the services stay stopped for GLUSTER_STOPPED_WAIT seconds.
+await_stopped_services() {
+    local wait=${GLUSTER_STOPPED_WAIT:-300} deadline
+    local -a marks
+    [[ $wait =~ ^[0-9]+$ ]] || die "GLUSTER_STOPPED_WAIT must be a whole number of seconds, not '$wait'"
+    mapfile -t marks < <(stopped_services)
+    [ "${#marks[@]}" -gt 0 ] || return 1
+    log "unhealthy because of services stopped on purpose (${marks[*]}); waiting up to ${wait}s for start-service"
+    deadline=$(( $(now_ms) + wait * 1000 ))
+    while [ "$(now_ms)" -lt "$deadline" ]; do
+        sleep 1
+        if check_health; then return 0; fi
+        mapfile -t marks < <(stopped_services)
+        [ "${#marks[@]}" -gt 0 ] || return 1
+    done
+    die "still stopped on purpose after ${wait}s: ${marks[*]}; start them with: $SCRIPT start-service NODE SERVICE (or remove $STOPPED_DIR to let up rebuild the sandbox)"
+}
+
+stopped_services() {
+    local f
+    for f in "$STOPPED_DIR"/*; do
+        if [ -e "$f" ]; then echo "${f##*/}"; fi
+    done
+}
+
+# Host PIDs of node $1's processes whose command name is $2 (needs INIT[]).
+node_pids_named() {
+    local p comm
+    for p in $(node_processes "$1"); do
+        { read -r comm <"/proc/$p/comm"; } 2>/dev/null || continue
+        if [ "$comm" = "$2" ]; then echo "$p"; fi
+    done
+}
+
+check_service_args() {
+    local n=$1 s=$2
+    [[ " ${NODES[*]} " == *" $n "* ]] || die "unknown node '$n'; one of: ${NODES[*]}"
+    case $s in
+        glusterd | sshd) ;;
+        *) die "unknown service '$s'; one of: glusterd sshd" ;;
+    esac
+    load_inits
+    [ -n "${INIT[$n]:-}" ] || die "$n is not running; start the sandbox first: $SCRIPT up"
+}
+
+# Connected peers per node, e.g. "node1=2 node2=1 node3=glusterd-down".
+peer_summary() {
+    local n c out=()
+    for n in "${NODES[@]}"; do
+        c=$(peer_count "$n") || c=glusterd-down
+        out+=("$n=$c")
+    done
+    echo "${out[*]}"
+}
+
+ssh_answers() { [ "$(ssh_node "$1" hostname 2>/dev/null)" = "$1" ]; }
+
+# Stop service $2 of node $1: SIGTERM, then SIGKILL after 5 s. For sshd that includes every
+# session process, so open connections break as when the node's sshd dies.
+do_stop_service() {
+    local n=$1 s=$2 p deadline
+    local -a pids left
+    check_service_args "$n" "$s"
+    mkdir -p "$STOPPED_DIR"
+    : >"$STOPPED_DIR/$n.$s"  # first: from here on `up` waits instead of rebuilding
+    mapfile -t pids < <(node_pids_named "$n" "$s")
+    if [ "${#pids[@]}" -eq 0 ]; then
+        log "$n: $s was not running"
+        return 0
+    fi
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    deadline=$(( $(now_ms) + 5000 ))
+    while :; do
+        left=()
+        for p in "${pids[@]}"; do if alive "$p"; then left+=("$p"); fi; done
+        if [ "${#left[@]}" -eq 0 ] || [ "$(now_ms)" -ge "$deadline" ]; then break; fi
+        sleep 0.05
+    done
+    if [ "${#left[@]}" -gt 0 ]; then kill -KILL "${left[@]}" 2>/dev/null || true; fi
+    log "$n: $s stopped (${#pids[@]} process(es)); start it again with: $SCRIPT start-service $n $s"
+}
+
+# Start service $2 of node $1 the way `up` does (a no-op when it runs), then wait until it
+# answers and the pool is whole again.
+do_start_service() {
+    local n=$1 s=$2 d=$NODES_DIR/$1 t starter='' deadline
+    check_service_args "$n" "$s"
+    # whatever happens next, the service is no longer held down on purpose
+    STOPPED_MARK=$STOPPED_DIR/$n.$s
+    trap 'rm -f -- "$STOPPED_MARK"' EXIT
+    t=$(now_ms)
+    case $s in
+        sshd)
+            if [ -z "$(node_pids_named "$n" sshd)" ]; then
+                rm -f -- "$d/run/sshd.pid"
+                in_node "$n" "${NODE_ENV[@]}" /usr/sbin/sshd -f /run/sandbox/sshd_config -E /var/log/glusterfs/sshd.log \
+                    </dev/null >>"$d/log/sshd.log" 2>&1 9<&- || die "$n: sshd failed to start" "$d/log/sshd.log"
+            fi
+            wait_for "$n sshd (ssh $n hostname)" "" "$d/log/sshd.log" ssh_answers "$n"
+            ;;
+        glusterd)
+            if [ -z "$(node_pids_named "$n" glusterd)" ]; then
+                in_node "$n" "${NODE_ENV[@]}" bash -c "$GLUSTERD_START" </dev/null >>"$d/log/glusterd-start.log" 2>&1 9<&- &
+                starter=$!
+            fi
+            wait_for "$n glusterd (gluster pool list on $n)" "$starter" "$d/log/glusterd.log" gluster_ok "$n"
+            ;;
+    esac
+    deadline=$(( $(now_ms) + TIMEOUT * 1000 ))
+    until all_peers_connected; do
+        if [ "$(now_ms)" -ge "$deadline" ]; then
+            die "$n $s started, but not every node sees its 2 peers Connected after ${TIMEOUT}s: $(peer_summary)" \
+                "$d/log/glusterd.log"
+        fi
+        sleep 0.2
+    done
+    log "$n: $s started; every node sees its peers Connected ($(since "$t"))"
 }
 
 do_purge() {
@@ -750,6 +896,9 @@ main() {
     local cmd=${1:-}
     case $cmd in
         install | up | down | status | purge) ;;
+        stop-service | start-service)
+            [ "$#" -eq 3 ] || { usage >&2; exit 2; }
+            ;;
         -h | --help | help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -774,6 +923,8 @@ main() {
             exit "$rc"
             ;;
         purge) do_purge ;;
+        stop-service) do_stop_service "$2" "$3" ;;
+        start-service) do_start_service "$2" "$3" ;;
     esac
 }
 

@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class StateTopicReader:
-    def __init__(self, settings: KafkaSettings, state: DesiredState, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, settings: KafkaSettings, state: DesiredState, ledger: Ledger | None = None, *, keep_times: bool = False
+    ) -> None:
+        """``keep_times``: remember each key's last record time (ms), for ``reconcile`` to tell stale
+        records; the daemon does not need it and keeps the memory."""
         self._settings = settings
+        self.times: dict[str, int] | None = {} if keep_times else None
         self._state = state
         self.ledger = ledger if ledger is not None else Ledger()
         self._consumer: AIOKafkaConsumer | None = None
@@ -63,6 +68,8 @@ class StateTopicReader:
                 for records in batches.values():
                     for record in records:
                         applied += self._apply(record.key, record.value)
+                        if self.times is not None and record.key is not None:
+                            self.times[record.key.decode(errors="replace")] = record.timestamp
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
         except KafkaError as e:
             raise TemporaryError(f"reading state topic: {e}") from e

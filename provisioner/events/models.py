@@ -263,10 +263,11 @@ class AddNode(Model):
 
 
 class NodeRef(Model):
-    """Names a node by its manage hostname: for remove (refused while it holds bricks), enable, disable."""
+    """Names a node by its manage hostname: remove (refused while it holds bricks, unless evacuate), enable, disable."""
 
     cluster: ClusterIdField
     host: HostName
+    evacuate: bool = Field(False, description="For remove only: move every brick off first.")
 
 
 class AddDevice(Model):
@@ -276,11 +277,12 @@ class AddDevice(Model):
 
 
 class DeviceRef(Model):
-    """Names a device of a node: for remove (refused while it holds bricks), enable, disable."""
+    """Names a device of a node: remove (refused while it holds bricks, unless evacuate), enable, disable."""
 
     cluster: ClusterIdField
     host: HostName
     name: AbsolutePath
+    evacuate: bool = Field(False, description="For remove only: move every brick off first.")
 
 
 # --- results ----------------------------------------------------------------------------------------

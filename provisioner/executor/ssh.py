@@ -22,6 +22,7 @@ import asyncssh
 
 from provisioner.errors import CommandTimeout, HostKeyRejected, NodeUnreachable
 from provisioner.executor import Argv, CommandResult
+from provisioner.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,18 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def ssh_executor(settings: Settings) -> SshExecutor:
+    """The executor the settings describe (``PROVISIONER_SSH__*``)."""
+    ssh = settings.ssh
+    return SshExecutor(
+        SshOptions(
+            user=ssh.user,
+            client_key=ssh.key_file,
+            known_hosts=ssh.known_hosts,
+            port=ssh.port,
+            connect_timeout=ssh.connect_timeout,
+            max_sessions=ssh.max_sessions_per_host,
+        )
+    )

@@ -36,6 +36,7 @@ class BrickSpec:
     brick_root: str
     gid: int | None = None
     snapshot_factor: float = 1.0  # thin pool size over brick size (lvm only)
+    owner: str = ""  # the deployment that made it (reconcile's orphans are only ever its own)
 
     @property
     def mount_point(self) -> str:
@@ -108,6 +109,8 @@ class FileBackend(_NodeCommands):
             await self._run(host, commands.mkdir(spec.mount_point))
             await self._run(host, commands.create_image(image, spec.brick.size))
             await self._run(host, commands.tag_file(image, "volume", spec.volume))
+            if spec.owner:
+                await self._run(host, commands.tag_file(image, "owner", spec.owner))
             await self._run(host, commands.make_xfs(image, arbiter=spec.brick.arbiter))
         # Outside the ``mounted`` test: a crash between mount and fstab must still get its line.
         await self._add_to_fstab(spec, image, commands.LOOP_MOUNT_OPTIONS)
@@ -207,7 +210,9 @@ class LvmBackend(_NodeCommands):
         host = spec.node.manage
         vg, pool, lv = vg_name(spec.device), pool_name(spec.brick), lv_name(spec.brick)
         size = thin_pool_size(spec.brick.size, spec.snapshot_factor)
-        tags = (("provisioner.volume", spec.volume), ("provisioner.brick", spec.brick.id))
+        tags: tuple[tuple[str, str], ...] = (("provisioner.volume", spec.volume), ("provisioner.brick", spec.brick.id))
+        if spec.owner:
+            tags += (("provisioner.owner", spec.owner),)
         if await self._succeeds(host, commands.lv_exists(vg, pool)):
             # A crash left the pool without its LV: only the thin LV is missing.
             await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=tags))

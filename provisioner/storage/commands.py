@@ -240,6 +240,37 @@ def fstab_remove(fstab: str, mount_point: str) -> Argv:
     return ("sh", "-c", FSTAB_REMOVE_SCRIPT, "sh", fstab, fstab_field(mount_point))
 
 
+# --- inventory (what a node holds; read by reconcile) ------------------------------------------------
+
+
+def list_brick_images(directory: str) -> Argv:
+    """Every brick image of a file device with our xattrs, as ``getfattr -d`` dumps (no shell glob)."""
+    return (
+        "find", directory, "-maxdepth", "1", "-name", "brick_*.img",
+        "-exec", "getfattr", "--absolute-names", "-d", "-m", r"^user\.provisioner\.", "--", "{}", "+",
+    )  # fmt: skip
+
+
+def list_mounts() -> Argv:
+    """Mount targets and sources, one per line, spaces escaped as ``\\x20`` (``findmnt -r``)."""
+    return ("findmnt", "-rn", "-o", "TARGET,SOURCE")
+
+
+def list_tagged_lvs() -> Argv:
+    """Thin LVs with their tags, as JSON (LVM's ``--reportformat json``)."""
+    return ("lvm", "lvs", "--reportformat", "json", "-o", "lv_name,vg_name,lv_tags")
+
+
+def filesystem_space(directory: str) -> Argv:
+    """Size and available bytes of the filesystem holding a file device (statfs, via ``df``)."""
+    return ("df", "-B1", "--output=size,avail", "--", directory)
+
+
+def vg_space(vg: str) -> Argv:
+    """Size and free bytes of an lvm device's VG, as JSON."""
+    return ("lvm", "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "vg_name,vg_size,vg_free", vg)
+
+
 # --- gluster CLI ----------------------------------------------------------------------------------
 
 
@@ -294,6 +325,12 @@ def volume_add_brick(name: str, bricks: Sequence[str], *, timeout: int) -> Argv:
 
 def volume_rebalance_start(name: str, *, timeout: int) -> Argv:
     return gluster("volume", "rebalance", name, "start", timeout=timeout)
+
+
+def volume_replace_brick(name: str, old: str, new: str, *, timeout: int) -> Argv:
+    """Swap brick ``old`` for ``new`` (both ``host:/path``) in place; self-heal then fills ``new``.
+    ``commit force`` is the only form gluster still supports; it does not wait for the heal."""
+    return gluster("volume", "replace-brick", name, old, new, "commit", "force", timeout=timeout)
 
 
 def peer_probe(host: str, *, timeout: int) -> Argv:

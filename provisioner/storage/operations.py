@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from provisioner import metrics
-from provisioner.domain import Brick, Cluster, Device, Node, Volume
+from provisioner.domain import Brick, Cluster, Device, Node, Volume, VolumeId
 from provisioner.errors import (
     GlusterBusy,
     GlusterError,
@@ -26,6 +26,7 @@ from provisioner.errors import (
     VolumeConflict,
 )
 from provisioner.executor import Executor
+from provisioner.reconcile import ID_OPTION, OWNER_OPTION, NodeBrick
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
 from provisioner.storage.backends import Backend, BrickSpec, backend_for
@@ -33,11 +34,12 @@ from provisioner.storage.parsing import OpResult, VolumeInfo, parse_op_result, p
 
 log = logging.getLogger(__name__)
 
-ID_OPTION = "user.provisioner.id"
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def brick_specs(cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None = None) -> list[BrickSpec]:
+def brick_specs(
+    cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None = None, *, owner: str = ""
+) -> list[BrickSpec]:
     specs = []
     for brick in bricks if bricks is not None else volume.bricks:
         node, device = cluster.device(brick.device)
@@ -50,6 +52,7 @@ def brick_specs(cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None
                 brick_root=cluster.brick_root,
                 gid=volume.gid,
                 snapshot_factor=volume.snapshot_factor,
+                owner=owner,
             )
         )
     return specs
@@ -66,9 +69,14 @@ def mount_source(cluster: Cluster, volume: Volume) -> tuple[str, list[str]]:
 
 
 class VolumeOperations:
-    def __init__(self, executor: Executor, settings: StorageSettings, *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self, executor: Executor, settings: StorageSettings, *, owner: str = "", sleep: Sleep = asyncio.sleep
+    ) -> None:
+        """``owner`` (the deployment's state topic) is written on every brick and volume made here, so
+        ``reconcile`` can tell this deployment's orphans from another's on shared nodes."""
         self._executor = executor
         self._settings = settings
+        self.owner = owner
         self._sleep = sleep
 
     def _backend(self, spec: BrickSpec) -> Backend:
@@ -83,7 +91,7 @@ class VolumeOperations:
     async def create_bricks(self, cluster: Cluster, volume: Volume) -> None:
         """Build every brick, in parallel across nodes. On failure the bricks are left for
         ``remove`` to clean: the caller decides between retrying and rolling back."""
-        specs = brick_specs(cluster, volume)
+        specs = brick_specs(cluster, volume, owner=self.owner)
         results = await asyncio.gather(*(self._backend(s).create(s) for s in specs), return_exceptions=True)
         _raise_first(results)
 
@@ -104,7 +112,8 @@ class VolumeOperations:
             if not created.exists:
                 raise GlusterError(f"volume create {volume.name}: {created.message}")
             await self._adopt(cluster, volume)
-        for key, value in ((ID_OPTION, volume.id), *volume.options):
+        ours = ((ID_OPTION, volume.id), *(((OWNER_OPTION, self.owner),) if self.owner else ()))
+        for key, value in (*ours, *volume.options):
             result = await self._gluster(cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout))
             if not result.ok:
                 raise GlusterError(f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption")
@@ -127,7 +136,6 @@ class VolumeOperations:
 
         A volume of that name that is not ours (another id, or other bricks) is never touched.
         """
-        timeout = self._settings.gluster_timeout
         info = await self.volume_info(cluster, volume)
         if info is None:
             return False
@@ -135,14 +143,17 @@ class VolumeOperations:
             owner = info.options.get(ID_OPTION)
             log.warning("gluster volume %s is not ours (owner %s); leaving it alone", volume.name, owner)
             return False
+        return await self._stop_and_delete(_hosts_of(cluster, volume), volume.name)
+
+    async def _stop_and_delete(self, hosts: Sequence[str], name: str) -> bool:
+        timeout = self._settings.gluster_timeout
         with metrics.step("gluster_stop"):
-            stop = commands.volume_stop(volume.name, timeout=timeout, force=True)
-            stopped = await self._gluster(cluster, volume, stop)
+            stopped, _ = await self._call(hosts, commands.volume_stop(name, timeout=timeout, force=True), what=name)
         if not stopped.ok and not (stopped.missing or stopped.not_started):
-            raise GlusterError(f"volume stop {volume.name}: {stopped.message}")
-        deleted = await self._gluster(cluster, volume, commands.volume_delete(volume.name, timeout=timeout))
+            raise GlusterError(f"volume stop {name}: {stopped.message}")
+        deleted, _ = await self._call(hosts, commands.volume_delete(name, timeout=timeout), what=name)
         if not deleted.ok and not deleted.missing:
-            raise GlusterError(f"volume delete {volume.name}: {deleted.message}")
+            raise GlusterError(f"volume delete {name}: {deleted.message}")
         return deleted.ok
 
     async def expand_volume(self, cluster: Cluster, volume: Volume, added: Sequence[Brick]) -> int:
@@ -152,7 +163,7 @@ class VolumeOperations:
         ``volume`` already lists ``added``; re-running after a crash adds only what is missing.
         """
         timeout = self._settings.gluster_timeout
-        specs = brick_specs(cluster, volume, added)
+        specs = brick_specs(cluster, volume, added, owner=self.owner)
         results = await asyncio.gather(*(self._backend(s).create(s) for s in specs), return_exceptions=True)
         _raise_first(results)
         info = await self.volume_info(cluster, volume)
@@ -189,6 +200,128 @@ class VolumeOperations:
         await self.destroy_bricks(cluster, volume)
         return existed
 
+    # --- brick moves (evacuation) -----------------------------------------------------------------
+
+    async def create_brick(self, cluster: Cluster, volume: Volume, brick: Brick) -> None:
+        """Build one brick of ``volume`` (idempotent, as ``create_bricks``)."""
+        [spec] = brick_specs(cluster, volume, [brick], owner=self.owner)
+        await self._backend(spec).create(spec)
+
+    async def destroy_brick(self, cluster: Cluster, volume: Volume, brick: Brick) -> None:
+        """Unmount and destroy one brick of ``volume``; one already gone is fine."""
+        [spec] = brick_specs(cluster, volume, [brick], owner=self.owner)
+        await self._backend(spec).destroy(spec)
+
+    async def has_brick(self, cluster: Cluster, volume: Volume, brick: Brick, *, last: Brick) -> bool:
+        """Whether the gluster volume lists ``brick`` (asked on its nodes, ``last``'s node last)."""
+        [spec] = brick_specs(cluster, volume, [brick], owner=self.owner)
+        return (spec.node.storage, spec.path) in await self._listed(self._hosts_last(cluster, volume, last), volume)
+
+    async def replace_brick(self, cluster: Cluster, volume: Volume, old: Brick, new: Brick) -> bool:
+        """Swap ``old`` for ``new`` in the gluster volume (``replace-brick … commit force``): True when
+        swapped now, False when gluster already had ``new`` in ``old``'s place (a resumed move).
+
+        ``volume`` lists both bricks and ``new`` is built. Calls run on the volume's nodes with
+        ``old``'s node last, so evacuating a dead node costs no connection attempt while another
+        answers. A failure is judged by what ``volume info`` shows afterwards, not by its message:
+        "does not exist" (the swap happened, its answer was lost) is success when ``new`` is listed.
+        """
+        hosts = self._hosts_last(cluster, volume, old)
+        old_spec, new_spec = brick_specs(cluster, volume, [old, new], owner=self.owner)
+        old_key, new_key = (old_spec.node.storage, old_spec.path), (new_spec.node.storage, new_spec.path)
+        present = await self._listed(hosts, volume)
+        if new_key in present:
+            return False
+        if old_key not in present:
+            raise GlusterError(
+                f"volume {volume.name} lists neither {':'.join(old_key)} nor {':'.join(new_key)}; "
+                "its bricks changed outside the provisioner"
+            )
+        argv = commands.volume_replace_brick(
+            volume.name,
+            commands.brick_argument(*old_key),
+            commands.brick_argument(*new_key),
+            timeout=self._settings.gluster_timeout,
+        )
+        result, _ = await self._call(hosts, argv, what=volume.name)
+        if result.ok:
+            return True
+        if new_key in await self._listed(hosts, volume):
+            return False
+        if "already part of" in result.message:
+            # glusterd marks the new brick's directory while staging; a try that failed later leaves the
+            # mark, and gluster then refuses the directory. The brick is ours and no volume uses it: rebuild it.
+            log.warning("%s: %s; rebuilding brick %s and trying again", volume.name, result.message, new.id)
+            await self.destroy_brick(cluster, volume, new)
+            await self.create_brick(cluster, volume, new)
+            result, _ = await self._call(hosts, argv, what=volume.name)
+            if result.ok:
+                return True
+        raise GlusterError(f"volume replace-brick {volume.name} {':'.join(old_key)}: {result.message}")
+
+    async def _listed(self, hosts: Sequence[str], volume: Volume) -> set[tuple[str, str]]:
+        """(host, path) of every brick gluster lists for ``volume``; a volume gluster lacks is an error."""
+        argv = commands.volume_info(volume.name, timeout=self._settings.gluster_timeout)
+        result, stdout = await self._call(hosts, argv, what=volume.name)
+        found = parse_volume_info(stdout) if result.ok else []
+        if not found:
+            if result.ok or result.missing:
+                raise GlusterError(f"volume {volume.name} is gone; cannot move its bricks", reason="VolumeNotFound")
+            raise GlusterError(f"volume info {volume.name}: {result.message}")
+        return {(b.host, b.path) for b in found[0].bricks}
+
+    def _hosts_last(self, cluster: Cluster, volume: Volume, last: Brick) -> list[str]:
+        """The manage hosts of the volume's nodes, in brick order, with ``last``'s node moved to the end."""
+        final = cluster.node(last.node).manage
+        hosts: list[str] = []
+        for brick in volume.bricks:
+            host = cluster.node(brick.node).manage
+            if host != final and host not in hosts:
+                hosts.append(host)
+        return [*hosts, final]
+
+    # --- reconcile --------------------------------------------------------------------------------
+
+    async def all_volumes(self, cluster: Cluster) -> list[VolumeInfo] | None:
+        """Every gluster volume of the pool, from the first node that answers; None when none does."""
+        argv = commands.volume_info(timeout=self._settings.gluster_timeout)
+        try:
+            result, stdout = await self._call([n.manage for n in cluster.nodes], argv, what="volume info")
+        except ProvisionerError as e:
+            log.warning("cluster %s: no gluster volume list: %s", cluster.id, e)
+            return None
+        if not result.ok:
+            return [] if result.missing else None
+        return parse_volume_info(stdout)
+
+    async def delete_orphan(self, cluster: Cluster, name: str, volume_id: str) -> None:
+        """Stop and delete a gluster volume no record names, after checking again that it carries
+        ``volume_id`` and this deployment's owner tag (anything else is left alone)."""
+        hosts = [n.manage for n in cluster.nodes]
+        result, stdout = await self._call(
+            hosts, commands.volume_info(name, timeout=self._settings.gluster_timeout), what=name
+        )
+        found = parse_volume_info(stdout) if result.ok else []
+        if not found:
+            return  # already gone
+        options = found[0].options
+        if not self.owner or options.get(ID_OPTION) != volume_id or options.get(OWNER_OPTION) != self.owner:
+            raise VolumeConflict(f"gluster volume {name} does not carry our id {volume_id} and owner {self.owner}")
+        await self._stop_and_delete(hosts, name)
+
+    async def destroy_orphan_brick(self, cluster: Cluster, brick: NodeBrick) -> None:
+        """Unmount and destroy a brick of ours that no volume record names."""
+        node, device = cluster.device(brick.device)
+        spec = BrickSpec(
+            node=node,
+            device=device,
+            brick=Brick(id=brick.brick, node=node.id, device=device.id, size=0, set_index=0),
+            volume=VolumeId(brick.volume or ""),
+            brick_root=cluster.brick_root,
+            owner=self.owner,
+        )
+        await self._backend(spec).destroy(spec)
+
     # --- plumbing -------------------------------------------------------------------------------
 
     async def _gluster(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> OpResult:
@@ -196,12 +329,7 @@ class VolumeOperations:
         return result
 
     async def _gluster_raw(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
-        hosts: list[str] = []
-        for brick in volume.bricks:
-            host = cluster.node(brick.node).manage
-            if host not in hosts:
-                hosts.append(host)
-        return await self._call(hosts, argv, what=volume.name)
+        return await self._call(_hosts_of(cluster, volume), argv, what=volume.name)
 
     async def _call(self, hosts: Sequence[str], argv: commands.Argv, *, what: str) -> tuple[OpResult, str]:
         """A gluster CLI call on the first reachable of ``hosts``, retried while glusterd is busy."""
@@ -259,6 +387,16 @@ class VolumeOperations:
     async def prepare_device(self, node: Node, device: Device) -> None:
         """Make a new device ready for bricks: a directory of images (file), a PV and VG (lvm)."""
         await self._backend_of(device).prepare(node, device)
+
+
+def _hosts_of(cluster: Cluster, volume: Volume) -> list[str]:
+    """Manage hosts of the volume's nodes, in brick order: where its gluster CLI calls run."""
+    hosts: list[str] = []
+    for brick in volume.bricks:
+        host = cluster.node(brick.node).manage
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
 
 
 def _owned(info: VolumeInfo, cluster: Cluster, volume: Volume) -> bool:

@@ -7,6 +7,7 @@ prints raises ``UnparsableOutput`` naming what was missing, instead of being hal
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -137,3 +138,62 @@ def parse_volume_info(xml_text: str) -> list[VolumeInfo]:
             )
         )
     return volumes
+
+
+def parse_getfattr_dump(text: str) -> dict[str, dict[str, str]]:
+    """``getfattr --absolute-names -d`` output: path -> {attribute: value} (quoted text values only)."""
+    files: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in text.splitlines():
+        if line.startswith("# file: "):
+            current = files.setdefault(line[len("# file: ") :], {})
+        elif current is not None and "=" in line:
+            name, _, value = line.partition("=")
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                current[name] = value[1:-1]
+    return files
+
+
+def parse_findmnt(text: str) -> list[tuple[str, str]]:
+    """``findmnt -rn -o TARGET,SOURCE``: (target, source) pairs with ``\\xNN`` escapes decoded."""
+
+    def unescape(field: str) -> str:
+        return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), field)
+
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) >= 2:
+            mounts.append((unescape(fields[0]), unescape(fields[1])))
+    return mounts
+
+
+def parse_lvs_tags(text: str) -> list[tuple[str, str, dict[str, str]]]:
+    """``lvs --reportformat json -o lv_name,vg_name,lv_tags``: (vg, lv, {tag key: value}) for key=value tags."""
+    try:
+        report = json.loads(text)
+    except ValueError as e:
+        raise UnparsableOutput(f"lvs did not print JSON: {e}: {text[:200]!r}") from e
+    lvs = []
+    for section in report.get("report", []):
+        for lv in section.get("lv", []):
+            tags = dict(tag.partition("=")[::2] for tag in str(lv.get("lv_tags", "")).split(",") if "=" in tag)
+            lvs.append((str(lv.get("vg_name", "")), str(lv.get("lv_name", "")), tags))
+    return lvs
+
+
+def parse_df_space(text: str) -> tuple[int, int]:
+    """``df -B1 --output=size,avail``: (size, available) bytes."""
+    lines = [line.split() for line in text.strip().splitlines()]
+    if len(lines) != 2 or len(lines[1]) != 2 or not all(field.isdigit() for field in lines[1]):
+        raise UnparsableOutput(f"df printed no size and avail: {text[:200]!r}")
+    return int(lines[1][0]), int(lines[1][1])
+
+
+def parse_vg_space(text: str) -> tuple[int, int]:
+    """``vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free`` of one VG: (size, free)."""
+    try:
+        [vg] = json.loads(text)["report"][0]["vg"]
+        return int(vg["vg_size"]), int(vg["vg_free"])
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise UnparsableOutput(f"vgs printed no single VG with size and free: {text[:200]!r}") from e

@@ -1,5 +1,6 @@
 """Crash injection on the real stack: the daemon dies right after each distinct node step of a create,
-is restarted, and the volume ends complete; deleting it then leaves nothing on the nodes."""
+is restarted, and the volume ends complete with ``reconcile`` reporting no drift; deleting it then
+leaves nothing on the nodes, and ``reconcile`` still reports none."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
         assert gluster_volume.status == "Started"
         assert {(b.host, b.path) for b in gluster_volume.bricks} == {(b.host, b.path) for b in volume.bricks}
         assert gluster_volume.options["user.provisioner.id"] == volume.volume_id
+        _no_drift(stack)
         deleted = stack.cli("request", "delete", "--cluster", "crash", "--name", name, "--wait", "--timeout", "180")
         assert deleted.returncode == 0, deleted.stdout + deleted.stderr
         for brick in volume.bricks:
@@ -86,5 +88,12 @@ async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
                 timeout=30,
             )
             assert left.stdout == "", f"left on {brick.host}: {left.stdout}"
+        _no_drift(stack)
     finally:
         await ssh.close()
+
+
+def _no_drift(stack: Stack) -> None:
+    checked = stack.cli("reconcile", "--cluster", "crash")
+    assert checked.returncode == 0, f"reconcile found drift:\n{checked.stdout}{checked.stderr}"
+    assert "no drift" in checked.stdout

@@ -300,3 +300,19 @@ def test_concurrent_fstab_edits_lose_no_line(tmp_path: Path) -> None:
     processes = [subprocess.Popen(argv, cwd=tmp_path) for argv in [*adds, commands.fstab_remove(str(fstab), "/m/0")]]
     assert [p.wait(timeout=30) for p in processes] == [0] * len(processes)
     assert sorted(fstab.read_text().splitlines()) == sorted(f"/d/{i}.img /m/{i} xfs loop 0 0" for i in range(1, 13))
+
+
+def test_replace_brick_command() -> None:
+    assert commands.volume_replace_brick("vol_1", "h1:/a/brick", "h2:/b/brick", timeout=120) == (
+        "gluster",
+        "--mode=script",
+        "--xml",
+        "--timeout=120",
+        "volume",
+        "replace-brick",
+        "vol_1",
+        "h1:/a/brick",
+        "h2:/b/brick",
+        "commit",
+        "force",
+    )

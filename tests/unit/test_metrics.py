@@ -29,6 +29,7 @@ from provisioner.errors import InvalidEvent, NodeUnreachable, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import decode_request
 from provisioner.executor import Argv, CommandResult
+from provisioner.health import NodeHealth
 from provisioner.http import KafkaCheck, NodeCheck, Readiness, make_app
 from provisioner.state import DesiredState, StateChange
 from provisioner.topology import cluster_from
@@ -188,7 +189,7 @@ async def test_the_kafka_check_publishes_the_lag_it_measured() -> None:
 
 
 class Nodes:
-    """A fake executor: hosts in ``down`` are unreachable."""
+    """A fake executor: hosts in ``down`` are unreachable, the others answer the health probe."""
 
     def __init__(self, down: set[str]) -> None:
         self.down = down
@@ -198,7 +199,9 @@ class Nodes:
         self.ran.append((host, argv))
         if host in self.down:
             raise NodeUnreachable(host, "connection refused")
-        return CommandResult(host, argv, 0, "", "")
+        return CommandResult(
+            host, argv, 0, "<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>", ""
+        )
 
     async def close(self) -> None:
         return None
@@ -208,13 +211,18 @@ async def test_nodes_check_fails_only_when_a_cluster_has_no_reachable_node() -> 
     state = DesiredState()
     load_dev_cluster(state)
     nodes = Nodes(down={"10.77.0.12"})
-    check = NodeCheck(state, nodes)
-    assert await check() == "2/3 nodes reachable; unreachable: 10.77.0.12"
-    assert {argv for _, argv in nodes.ran} == {("true",)}
+    health = NodeHealth(state, nodes, down_after=1)
+    check = NodeCheck(health, stale_after=60)
+    with pytest.raises(TemporaryError, match="not probed yet"):
+        await check()
+    await health.probe_once()
+    assert await check() == "2/3 nodes up; down: 10.77.0.12 (unreachable over SSH: connection refused)"
+    assert {argv for _, argv in nodes.ran} == {("gluster", "--mode=script", "--xml", "--timeout=5", "pool", "list")}
     assert sample(REGISTRY, "provisioner_node_up", cluster="dev", node="10.77.0.12") == 0
     assert sample(REGISTRY, "provisioner_node_up", cluster="dev", node="10.77.0.11") == 1
 
     nodes.down = {"10.77.0.11", "10.77.0.12", "10.77.0.13"}
+    await health.probe_once()
     with pytest.raises(TemporaryError, match="no node of cluster"):
         await check()
 

@@ -1,0 +1,174 @@
+"""Reconcile runs: ``provisioner reconcile`` (everything, on demand) and the daemon's periodic pass.
+
+Order matters and is the same in both: the nodes are read *first*, desired state is read (or caught
+up) *after*, so whatever the nodes show was already recorded if it is ours (the daemon records
+intent before node work). Repairs: orphans are removed on the nodes (re-checked just before);
+a stale interrupted record gets the request that finishes or rolls it back, sent through Kafka so
+that the daemon owning the cluster does it in order with everything else on that volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from provisioner import metrics
+from provisioner.bus import client
+from provisioner.bus.state_topic import StateTopicReader
+from provisioner.capacity import ObservedSpace
+from provisioner.domain import Cluster, Volume, VolumeId, VolumeStatus
+from provisioner.errors import ProvisionerError, UnknownCluster
+from provisioner.events import models
+from provisioner.events.envelope import Event, new_event
+from provisioner.executor.ssh import ssh_executor
+from provisioner.reconcile import Drift, find_drift
+from provisioner.settings import Settings
+from provisioner.state import VOLUME_PREFIX, DesiredState
+from provisioner.storage.inventory import NodeInventory
+from provisioner.storage.operations import VolumeOperations
+
+log = logging.getLogger(__name__)
+ORPHANS = ("orphan_volume", "orphan_brick")
+
+
+@dataclass
+class Report:
+    drift: list[Drift] = field(default_factory=list)
+    repaired: list[Drift] = field(default_factory=list)
+    failed: list[tuple[Drift, str]] = field(default_factory=list)
+
+    @property
+    def left(self) -> list[Drift]:
+        """Drift still there after this run (everything found, minus what was repaired)."""
+        fixed = {id(d) for d in self.repaired}
+        return [d for d in self.drift if id(d) not in fixed]
+
+
+async def reconcile(
+    settings: Settings,
+    *,
+    cluster: str | None = None,
+    repair: bool = False,
+    stale_after: float = 900.0,
+    now: Callable[[], float] = time.time,
+) -> Report:
+    """Compare every cluster (or one) with its nodes; with ``repair``, remove orphans and resend the
+    requests of records interrupted more than ``stale_after`` seconds ago."""
+    state = DesiredState()
+    reader = StateTopicReader(settings.kafka, state, keep_times=True)
+    executor = ssh_executor(settings)
+    report = Report()
+    await reader.start()
+    try:
+        await reader.catch_up()
+        clusters = [c for c in state.clusters.values() if cluster in (None, c.id)]
+        if cluster is not None and not clusters:
+            raise UnknownCluster(f"cluster {cluster} has no topology in {settings.kafka.state_topic}")
+        operations = VolumeOperations(executor, settings.storage, owner=settings.kafka.state_topic)
+        inventory = NodeInventory(executor, operations, timeout=settings.storage.command_timeout)
+        taken = [(c, await inventory.take(c)) for c in clusters]
+        await reader.catch_up()  # after the nodes were read: anything of ours there is recorded by now
+        times = reader.times or {}
+
+        def stale(volume: Volume) -> bool:
+            stamp = times.get(VOLUME_PREFIX + volume.id)
+            return stamp is not None and now() - stamp / 1000 > stale_after
+
+        for topology, found in taken:
+            drift = find_drift(topology, state.volumes.values(), found, operations.owner, stale=stale)
+            report.drift += drift
+            if repair:
+                for item in drift:
+                    if item.repairable:
+                        await _repair(settings, inventory, topology, state, item, report)
+    finally:
+        await reader.stop()
+        await executor.close()
+    return report
+
+
+async def _repair(
+    settings: Settings, inventory: NodeInventory, cluster: Cluster, state: DesiredState, item: Drift, report: Report
+) -> None:
+    try:
+        if item.kind in ORPHANS:
+            await inventory.repair(cluster, item)
+        elif item.kind == "interrupted":
+            volume = state.volumes.get(VolumeId(item.volume_id or ""))
+            if volume is None:
+                return
+            await client.publish(settings.kafka, _finishing_request(volume), key=volume.cluster)
+        else:
+            return
+    except ProvisionerError as e:
+        report.failed.append((item, str(e)))
+        return
+    report.repaired.append(item)
+
+
+def _finishing_request(volume: Volume) -> Event:
+    """The request that ends an interrupted record: a create or delete is rolled back / finished by a
+    delete, an expansion is resumed by an expand to the recorded size."""
+    source = "/gluster-provisioner/reconcile"
+    if volume.status is VolumeStatus.EXPANDING:
+        expand = models.ExpandVolume(cluster=volume.cluster, size=volume.size, volume_id=volume.id)
+        return new_event(models.EXPAND_REQUESTED, expand, source=source, subject=volume.id)
+    delete = models.DeleteVolume(cluster=volume.cluster, volume_id=volume.id)
+    return new_event(models.DELETE_REQUESTED, delete, source=source, subject=volume.id)
+
+
+class PeriodicReconciler:
+    """The daemon's pass: orphans only (missing and interrupted volumes are normal while requests run),
+    counted in ``provisioner_reconcile_drift_*``, removed when ``worker.reconcile_repair`` is on; it
+    also refreshes the devices' observed room (``capacity.ObservedSpace``) that placement trusts."""
+
+    def __init__(
+        self,
+        state: DesiredState,
+        inventory: NodeInventory,
+        *,
+        owner: str,
+        repair: bool,
+        observed: ObservedSpace | None = None,
+    ) -> None:
+        self._state = state
+        self._inventory = inventory
+        self._observed = observed
+        self._owner = owner
+        self._repair = repair
+
+    async def run_once(self) -> list[Drift]:
+        found: list[Drift] = []
+        for cluster in list(self._state.clusters.values()):
+            taken = await self._inventory.take(cluster)
+            if self._observed is not None:
+                self._observed.update(taken.space, self._state.usage(cluster.id))
+            drift = [
+                d
+                for d in find_drift(cluster, self._state.volumes_of(cluster.id), taken, self._owner)
+                if d.kind in ORPHANS
+            ]
+            for item in drift:
+                metrics.DRIFT_FOUND.labels(item.kind).inc()
+                log.warning("drift: %s %s: %s", item.kind, item.subject, item.detail)
+                if self._repair:
+                    try:
+                        await self._inventory.repair(cluster, item)
+                    except ProvisionerError as e:
+                        log.error("drift %s %s not repaired: %s", item.kind, item.subject, e)
+                        continue
+                    metrics.DRIFT_REPAIRED.labels(item.kind).inc()
+            found += drift
+        return found
+
+    async def every(self, interval: float) -> None:
+        """Run a pass now and then every ``interval`` seconds; a failed pass is logged, never fatal."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconcile pass failed")
+            await asyncio.sleep(interval)

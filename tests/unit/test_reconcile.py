@@ -1,0 +1,268 @@
+"""Drift between desired state and an inventory of the nodes (pure), and the parsers that feed it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from provisioner.capacity import ObservedSpace
+from provisioner.domain import (
+    Brick,
+    BrickId,
+    Cluster,
+    ClusterId,
+    Device,
+    DeviceId,
+    Node,
+    NodeId,
+    Replacement,
+    Replicate,
+    Volume,
+    VolumeId,
+    VolumeStatus,
+)
+from provisioner.reconcile import (
+    DeviceSpace,
+    Inventory,
+    NodeBrick,
+    bricks_from_images,
+    bricks_from_lvs,
+    find_drift,
+    with_mounts,
+)
+from provisioner.storage.parsing import (
+    BrickInfo,
+    UnparsableOutput,
+    VolumeInfo,
+    parse_df_space,
+    parse_findmnt,
+    parse_getfattr_dump,
+    parse_lvs_tags,
+    parse_vg_space,
+)
+
+OWNER = "prod.state"
+ROOT = "/var/lib/provisioner/mounts"
+
+
+def hexid(n: int) -> str:
+    return f"{n:032x}"
+
+
+DEVICES = [DeviceId(hexid(100 + i)) for i in range(3)]
+NODES = [NodeId(hexid(200 + i)) for i in range(3)]
+HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+CLUSTER = Cluster(
+    id=ClusterId("c1"),
+    nodes=tuple(
+        Node(id=NODES[i], manage=HOSTS[i], storage=HOSTS[i], devices=(Device(DEVICES[i], "/srv/dev", 10**12),))
+        for i in range(3)
+    ),
+    brick_root=ROOT,
+)
+
+
+def volume(n: int, *, status: VolumeStatus = VolumeStatus.ONLINE) -> Volume:
+    bricks = tuple(
+        Brick(id=BrickId(hexid(1000 * n + i)), node=NODES[i], device=DEVICES[i], size=2**30, set_index=0)
+        for i in range(3)
+    )
+    return Volume(
+        id=VolumeId(hexid(n)),
+        name=f"vol_{n}",
+        cluster=ClusterId("c1"),
+        size=2**30,
+        durability=Replicate(replica=3),
+        bricks=bricks,
+        status=status,
+    )
+
+
+def healthy(*volumes: Volume) -> Inventory:
+    """What the nodes show when they hold exactly these volumes."""
+    infos = tuple(
+        VolumeInfo(
+            name=v.name,
+            id="uuid",
+            status="Started",
+            type="Replicate",
+            brick_count=3,
+            bricks=tuple(BrickInfo(HOSTS[i], "/p", "u", False) for i in range(3)),
+            options={"user.provisioner.id": v.id, "user.provisioner.owner": OWNER},
+        )
+        for v in volumes
+    )
+    bricks = tuple(
+        NodeBrick(HOSTS[i], b.device, b.id, v.id, OWNER, stored=True, mounted=True)
+        for v in volumes
+        for i, b in enumerate(v.bricks)
+    )
+    return Inventory(volumes=infos, bricks=bricks)
+
+
+def test_agreement_is_no_drift() -> None:
+    assert find_drift(CLUSTER, [volume(1), volume(2)], healthy(volume(1), volume(2)), OWNER) == []
+
+
+def test_a_volume_and_a_brick_of_ours_without_records_are_repairable_orphans() -> None:
+    found = find_drift(CLUSTER, [volume(1)], healthy(volume(1), volume(2)), OWNER)
+    assert [(d.kind, d.subject, d.repairable) for d in found] == [
+        ("orphan_brick", hexid(2000), True),
+        ("orphan_brick", hexid(2001), True),
+        ("orphan_brick", hexid(2002), True),
+        ("orphan_volume", "vol_2", True),
+    ]
+    assert {d.node for d in found if d.kind == "orphan_brick"} == set(HOSTS)
+
+
+def test_another_deployments_things_are_never_drift() -> None:
+    stranger = healthy(volume(2))
+    stranger = Inventory(
+        volumes=tuple(
+            dataclasses.replace(v, options={**v.options, "user.provisioner.owner": "staging.state"})
+            for v in stranger.volumes or ()
+        ),
+        bricks=tuple(dataclasses.replace(b, owner="staging.state") for b in stranger.bricks),
+    )
+    untagged = Inventory(volumes=(dataclasses.replace((stranger.volumes or ())[0], options={}),), bricks=())
+    assert find_drift(CLUSTER, [], stranger, OWNER) == []
+    assert find_drift(CLUSTER, [], untagged, OWNER) == []
+
+
+def test_missing_volume_and_brick_are_reported_not_repaired() -> None:
+    nodes = healthy(volume(1))
+    without_gluster = dataclasses.replace(nodes, volumes=())
+    found = find_drift(CLUSTER, [volume(1)], without_gluster, OWNER)
+    assert [(d.kind, d.repairable) for d in found] == [("missing_volume", False)]
+
+    unmounted = dataclasses.replace(
+        nodes, bricks=(dataclasses.replace(nodes.bricks[0], mounted=False), *nodes.bricks[1:])
+    )
+    [drift] = find_drift(CLUSTER, [volume(1)], unmounted, OWNER)
+    assert (drift.kind, drift.node, drift.repairable) == ("missing_brick", HOSTS[0], False)
+    assert "not mounted" in drift.detail
+
+
+def test_unreachable_nodes_and_an_unanswered_volume_list_are_not_judged() -> None:
+    nodes = healthy(volume(1))
+    blind = Inventory(volumes=None, bricks=nodes.bricks[1:], unreachable=(HOSTS[0],))
+    assert find_drift(CLUSTER, [volume(1)], blind, OWNER) == []
+
+
+def test_interrupted_records_are_repairable_only_when_stale() -> None:
+    creating = volume(3, status=VolumeStatus.CREATING)
+    fresh = find_drift(CLUSTER, [creating], Inventory(volumes=(), bricks=()), OWNER)
+    stale = find_drift(CLUSTER, [creating], Inventory(volumes=(), bricks=()), OWNER, stale=lambda _: True)
+    assert [(d.kind, d.repairable) for d in fresh] == [("interrupted", False)]
+    assert [(d.kind, d.repairable) for d in stale] == [("interrupted", True)]
+
+
+def test_a_brick_moved_off_its_record_is_an_orphan() -> None:
+    nodes = healthy(volume(1))
+    stray = NodeBrick(HOSTS[0], DEVICES[0], BrickId(hexid(9999)), hexid(1), OWNER, stored=True, mounted=True)
+    [drift] = find_drift(CLUSTER, [volume(1)], dataclasses.replace(nodes, bricks=(*nodes.bricks, stray)), OWNER)
+    assert (drift.kind, drift.subject) == ("orphan_brick", hexid(9999))
+    assert "has no such brick" in drift.detail
+
+
+GETFATTR = f"""# file: /srv/dev/brick_{hexid(1000)}.img
+user.provisioner.owner="{OWNER}"
+user.provisioner.volume="{hexid(1)}"
+
+# file: /srv/dev/brick_{hexid(1001)}.img
+user.provisioner.volume="{hexid(2)}"
+
+# file: /srv/dev/notes.txt
+user.other=0sAAAA
+"""
+
+FINDMNT = (
+    f"/ /dev/vda1\n{ROOT}/vg_{DEVICES[0]}/brick_{hexid(1000)} /dev/loop3\n"
+    f"/other/vg_{DEVICES[0]}/brick_{hexid(1002)} /dev/loop4\n"
+    f"{ROOT}/vg_{DEVICES[0]}/brick_{hexid(1003)} /dev/loop5\n"
+    "/mnt/with\\x20space /dev/loop9\n"
+)
+
+LVS = (
+    '{"report": [{"lv": [{"lv_name": "brick_'
+    + hexid(1000)
+    + '", "vg_name": "vg_'
+    + DEVICES[0]
+    + '", "lv_tags": "provisioner.volume='
+    + hexid(1)
+    + ",provisioner.brick="
+    + hexid(1000)
+    + ",provisioner.owner="
+    + OWNER
+    + '"}, {"lv_name": "tp_'
+    + hexid(1000)
+    + '", "vg_name": "vg_'
+    + DEVICES[0]
+    + '", "lv_tags": ""}, {"lv_name": "root", "vg_name": "system", "lv_tags": ""}]}]}'
+)
+
+
+def test_parsers_read_getfattr_findmnt_and_lvs() -> None:
+    images = parse_getfattr_dump(GETFATTR)
+    assert images[f"/srv/dev/brick_{hexid(1000)}.img"] == {
+        "user.provisioner.owner": OWNER,
+        "user.provisioner.volume": hexid(1),
+    }
+    assert images["/srv/dev/notes.txt"] == {}  # binary values are not ours
+    mounts = parse_findmnt(FINDMNT)
+    assert ("/mnt/with space", "/dev/loop9") in mounts
+    assert parse_lvs_tags(LVS)[0] == (
+        f"vg_{DEVICES[0]}",
+        f"brick_{hexid(1000)}",
+        {"provisioner.volume": hexid(1), "provisioner.brick": hexid(1000), "provisioner.owner": OWNER},
+    )
+
+
+def test_a_node_inventory_joins_images_lvs_and_mounts() -> None:
+    stored = bricks_from_images("h", parse_getfattr_dump(GETFATTR), {"/srv/dev": DEVICES[0]})
+    joined = {b.brick: b for b in with_mounts("h", stored, parse_findmnt(FINDMNT), ROOT, {str(DEVICES[0])})}
+    assert joined[BrickId(hexid(1000))] == NodeBrick("h", DEVICES[0], BrickId(hexid(1000)), hexid(1), OWNER, True, True)
+    assert joined[BrickId(hexid(1001))].owner is None and not joined[BrickId(hexid(1001))].mounted
+    assert joined[BrickId(hexid(1003))] == NodeBrick("h", DEVICES[0], BrickId(hexid(1003)), None, None, False, True)
+    assert BrickId(hexid(1002)) not in joined  # mounted outside the brick root: not ours to judge
+    [lv] = bricks_from_lvs("h", parse_lvs_tags(LVS), {str(DEVICES[0])})
+    assert (lv.brick, lv.volume, lv.owner, lv.stored) == (hexid(1000), hexid(1), OWNER, True)
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nodes"
+
+
+def test_device_space_from_df_and_vgs() -> None:
+    size, free = parse_df_space((FIXTURES / "df-file-device.txt").read_text())  # captured on a dev node
+    assert 0 < free < size
+    vgs = '{"report": [{"vg": [{"vg_name": "vg_x", "vg_size": "107374182400", "vg_free": "53687091200"}]}]}'
+    assert parse_vg_space(vgs) == (107374182400, 53687091200)
+    for bad in ("", "1B-blocks Avail\n"):
+        with pytest.raises(UnparsableOutput):
+            parse_df_space(bad)
+    with pytest.raises(UnparsableOutput):
+        parse_vg_space('{"report": []}')
+
+
+def test_placement_trusts_the_smaller_of_declared_and_observed_room() -> None:
+    observed = ObservedSpace()
+    assert observed.limit(CLUSTER) is CLUSTER  # nothing observed yet: the topology as declared
+    spaces = (DeviceSpace(DEVICES[0], size=10**13, free=5 * 2**30), DeviceSpace(DEVICES[1], 10**13, 10**13))
+    observed.update(spaces, {DEVICES[0]: 2 * 2**30})
+    limited = observed.limit(CLUSTER)
+    capacities = {d.id: d.capacity for n in limited.nodes for d in n.devices}
+    assert capacities == {DEVICES[0]: 7 * 2**30, DEVICES[1]: 10**12, DEVICES[2]: 10**12}
+    assert observed.limit(CLUSTER) is limited, "one object between observations: the allocator keeps its index"
+    observed.update(spaces, {DEVICES[0]: 3 * 2**30})
+    assert observed.limit(CLUSTER) is not limited
+
+
+def test_an_unfinished_brick_move_is_reported_as_interrupted() -> None:
+    moving = volume(4)
+    old, new = moving.bricks[0], dataclasses.replace(moving.bricks[0], id=BrickId(hexid(4999)))
+    moving = dataclasses.replace(moving, bricks=(*moving.bricks, new), replacing=(Replacement(old=old.id, new=new.id),))
+    [drift] = find_drift(CLUSTER, [moving], healthy(volume(4)), OWNER)
+    assert (drift.kind, drift.repairable) == ("interrupted", False)
+    assert "--evacuate" in drift.detail
