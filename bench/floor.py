@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from provisioner.allocator import PlacementRequest, plan_volume
 from provisioner.domain import Cluster, Replicate, Volume, VolumeId, new_id
 from provisioner.executor import Executor
+from provisioner.reconcile import ID_OPTION
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage import commands
 from provisioner.storage.backends import BrickSpec, image_path
-from provisioner.reconcile import ID_OPTION
 from provisioner.storage.parsing import OpResult, parse_op_result
 
 COMMAND_TIMEOUT = 120.0  # StorageSettings.command_timeout
