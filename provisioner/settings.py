@@ -66,6 +66,9 @@ class StorageSettings(Group):
     busy_retries: Annotated[int, Field(ge=0)] = Field(
         8, description="Retries of a gluster call answered 'Another transaction is in progress'."
     )
+    gluster_concurrency: Annotated[int, Field(ge=1, le=256)] = Field(
+        8, description="gluster CLI calls at once per cluster (its glusterds lock per volume, but share the pool)."
+    )
     fstab: str = Field(
         "/etc/fstab",
         pattern=r"^/[A-Za-z0-9._/-]+$",

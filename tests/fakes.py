@@ -10,9 +10,56 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from provisioner.errors import CommandFailed
+from provisioner.events import models
+from provisioner.events.envelope import Event
 from provisioner.executor import Argv, CommandResult
+from provisioner.state import DesiredState, StateChange
 
 Fault = Callable[[str, Argv], BaseException | CommandResult | None]
+GiB = 1024**3
+
+
+class Intent:
+    """The worker's IntentWriter: records state changes (applying them) and progress events."""
+
+    def __init__(self, state: DesiredState) -> None:
+        self.state = state
+        self.recorded: list[StateChange] = []
+        self.progress_events: list[Event] = []
+
+    async def progress(self, event: Event, key: str) -> None:
+        self.progress_events.append(event)
+
+    async def record(self, changes: list[StateChange]) -> None:
+        self.recorded += changes
+        for change in changes:
+            self.state.apply(change)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def topology(nodes: int = 3, devices: int = 1, *, zone_per_node: bool = False) -> models.LoadTopology:
+    """Cluster ``dev``: nodes 10.0.0.1.. with file devices /srv/devices/dev1.. of 100 GiB each."""
+    return models.LoadTopology.model_validate(
+        {
+            "cluster": "dev",
+            "nodes": [
+                {
+                    "node": {
+                        "hostnames": {"manage": [f"10.0.0.{i}"], "storage": [f"10.0.0.{i}"]},
+                        "zone": i if zone_per_node else 1,
+                    },
+                    "devices": [
+                        {"name": f"/srv/devices/dev{j}", "backend": "file", "capacity": 100 * GiB}
+                        for j in range(1, devices + 1)
+                    ],
+                }
+                for i in range(1, nodes + 1)
+            ],
+        }
+    )
 
 
 def xml(ret: int = 0, errstr: str = "", body: str = "") -> str:

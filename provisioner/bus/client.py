@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from provisioner.bus.publisher import idempotent_producer
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import InvalidEvent, TemporaryError
 from provisioner.events.envelope import Event, decode_result, encode
@@ -62,20 +63,12 @@ class ResultWaiter:
 
 
 async def publish(settings: KafkaSettings, event: Event, *, key: str) -> None:
-    value, headers = encode(event)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        request_timeout_ms=int(settings.request_timeout * 1000),
-    )
+    sender = RequestSender(settings)
+    await sender.start()
     try:
-        await producer.start()
-        await producer.send_and_wait(settings.requests_topic, value=value, key=key.encode(), headers=headers)
-    except KafkaError as e:
-        raise TemporaryError(f"cannot publish to {settings.requests_topic} at {settings.bootstrap}: {e}") from e
+        await sender.send(event, key=key)
     finally:
-        await producer.stop()
+        await sender.stop()
 
 
 async def request(settings: KafkaSettings, event: Event, *, key: str, wait: float | None) -> Event | None:
@@ -89,16 +82,11 @@ async def request(settings: KafkaSettings, event: Event, *, key: str, wait: floa
 
 
 class RequestSender:
-    """A long-lived idempotent producer of requests (the watcher's), keyed by cluster."""
+    """A long-lived idempotent producer of requests (the watcher; ``publish`` for one), keyed by cluster."""
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap,
-            enable_idempotence=True,
-            acks="all",
-            request_timeout_ms=int(settings.request_timeout * 1000),
-        )
+        self._producer = idempotent_producer(settings)
 
     async def start(self) -> None:
         try:

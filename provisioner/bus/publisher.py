@@ -35,16 +35,23 @@ class PartitionLost(Exception):
     """Another daemon owns this input partition now; stop working on it."""
 
 
+def idempotent_producer(settings: KafkaSettings, *, transactional_id: str | None = None) -> AIOKafkaProducer:
+    """Every producer of ours: idempotent, acks from all in-sync replicas, the settings' timeout."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=int(settings.request_timeout * 1000),
+    )
+
+
 class PartitionPublisher:
     def __init__(self, settings: KafkaSettings, partition: TopicPartition) -> None:
         self._settings = settings
         self.partition = partition
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap,
-            transactional_id=f"{settings.transactional_id_prefix}.{partition.topic}.{partition.partition}",
-            enable_idempotence=True,
-            acks="all",
-            request_timeout_ms=int(settings.request_timeout * 1000),
+        self._producer = idempotent_producer(
+            settings, transactional_id=f"{settings.transactional_id_prefix}.{partition.topic}.{partition.partition}"
         )
 
     async def start(self) -> None:

@@ -77,6 +77,7 @@ class VolumeOperations:
         self._executor = executor
         self._settings = settings
         self.owner = owner
+        self._pools: dict[str, asyncio.Semaphore] = {}
         self._sleep = sleep
 
     def _backend(self, spec: BrickSpec) -> Backend:
@@ -143,15 +144,16 @@ class VolumeOperations:
             owner = info.options.get(ID_OPTION)
             log.warning("gluster volume %s is not ours (owner %s); leaving it alone", volume.name, owner)
             return False
-        return await self._stop_and_delete(_hosts_of(cluster, volume), volume.name)
+        return await self._stop_and_delete(_hosts_of(cluster, volume), volume.name, pool=cluster.id)
 
-    async def _stop_and_delete(self, hosts: Sequence[str], name: str) -> bool:
+    async def _stop_and_delete(self, hosts: Sequence[str], name: str, *, pool: str) -> bool:
         timeout = self._settings.gluster_timeout
         with metrics.step("gluster_stop"):
-            stopped, _ = await self._call(hosts, commands.volume_stop(name, timeout=timeout, force=True), what=name)
+            stop = commands.volume_stop(name, timeout=timeout, force=True)
+            stopped, _ = await self._call(hosts, stop, what=name, pool=pool)
         if not stopped.ok and not (stopped.missing or stopped.not_started):
             raise GlusterError(f"volume stop {name}: {stopped.message}")
-        deleted, _ = await self._call(hosts, commands.volume_delete(name, timeout=timeout), what=name)
+        deleted, _ = await self._call(hosts, commands.volume_delete(name, timeout=timeout), what=name, pool=pool)
         if not deleted.ok and not deleted.missing:
             raise GlusterError(f"volume delete {name}: {deleted.message}")
         return deleted.ok
@@ -243,7 +245,7 @@ class VolumeOperations:
             commands.brick_argument(*new_key),
             timeout=self._settings.gluster_timeout,
         )
-        result, _ = await self._call(hosts, argv, what=volume.name)
+        result, _ = await self._call(hosts, argv, what=volume.name, pool=cluster.id)
         if result.ok:
             return True
         if new_key in await self._listed(hosts, volume):
@@ -254,7 +256,7 @@ class VolumeOperations:
             log.warning("%s: %s; rebuilding brick %s and trying again", volume.name, result.message, new.id)
             await self.destroy_brick(cluster, volume, new)
             await self.create_brick(cluster, volume, new)
-            result, _ = await self._call(hosts, argv, what=volume.name)
+            result, _ = await self._call(hosts, argv, what=volume.name, pool=cluster.id)
             if result.ok:
                 return True
         raise GlusterError(f"volume replace-brick {volume.name} {':'.join(old_key)}: {result.message}")
@@ -262,7 +264,7 @@ class VolumeOperations:
     async def _listed(self, hosts: Sequence[str], volume: Volume) -> set[tuple[str, str]]:
         """(host, path) of every brick gluster lists for ``volume``; a volume gluster lacks is an error."""
         argv = commands.volume_info(volume.name, timeout=self._settings.gluster_timeout)
-        result, stdout = await self._call(hosts, argv, what=volume.name)
+        result, stdout = await self._call(hosts, argv, what=volume.name, pool=volume.cluster)
         found = parse_volume_info(stdout) if result.ok else []
         if not found:
             if result.ok or result.missing:
@@ -286,7 +288,8 @@ class VolumeOperations:
         """Every gluster volume of the pool, from the first node that answers; None when none does."""
         argv = commands.volume_info(timeout=self._settings.gluster_timeout)
         try:
-            result, stdout = await self._call([n.manage for n in cluster.nodes], argv, what="volume info")
+            hosts = [n.manage for n in cluster.nodes]
+            result, stdout = await self._call(hosts, argv, what="volume info", pool=cluster.id)
         except ProvisionerError as e:
             log.warning("cluster %s: no gluster volume list: %s", cluster.id, e)
             return None
@@ -298,16 +301,15 @@ class VolumeOperations:
         """Stop and delete a gluster volume no record names, after checking again that it carries
         ``volume_id`` and this deployment's owner tag (anything else is left alone)."""
         hosts = [n.manage for n in cluster.nodes]
-        result, stdout = await self._call(
-            hosts, commands.volume_info(name, timeout=self._settings.gluster_timeout), what=name
-        )
+        argv = commands.volume_info(name, timeout=self._settings.gluster_timeout)
+        result, stdout = await self._call(hosts, argv, what=name, pool=cluster.id)
         found = parse_volume_info(stdout) if result.ok else []
         if not found:
             return  # already gone
         options = found[0].options
         if not self.owner or options.get(ID_OPTION) != volume_id or options.get(OWNER_OPTION) != self.owner:
             raise VolumeConflict(f"gluster volume {name} does not carry our id {volume_id} and owner {self.owner}")
-        await self._stop_and_delete(hosts, name)
+        await self._stop_and_delete(hosts, name, pool=cluster.id)
 
     async def destroy_orphan_brick(self, cluster: Cluster, brick: NodeBrick) -> None:
         """Unmount and destroy a brick of ours that no volume record names."""
@@ -329,13 +331,18 @@ class VolumeOperations:
         return result
 
     async def _gluster_raw(self, cluster: Cluster, volume: Volume, argv: commands.Argv) -> tuple[OpResult, str]:
-        return await self._call(_hosts_of(cluster, volume), argv, what=volume.name)
+        return await self._call(_hosts_of(cluster, volume), argv, what=volume.name, pool=cluster.id)
 
-    async def _call(self, hosts: Sequence[str], argv: commands.Argv, *, what: str) -> tuple[OpResult, str]:
-        """A gluster CLI call on the first reachable of ``hosts``, retried while glusterd is busy."""
+    async def _call(
+        self, hosts: Sequence[str], argv: commands.Argv, *, what: str, pool: str = ""
+    ) -> tuple[OpResult, str]:
+        """A gluster CLI call on the first reachable of ``hosts``, retried while glusterd is busy; at
+        most ``storage.gluster_concurrency`` run at once per ``pool`` (the cluster: one trusted pool)."""
         delay = 0.25
         for attempt in range(self._settings.busy_retries + 1):
-            result, stdout = await self._on_any_node(hosts, argv)
+            bound = self._pools.setdefault(pool, asyncio.Semaphore(self._settings.gluster_concurrency))
+            async with bound:
+                result, stdout = await self._on_any_node(hosts, argv)
             if not result.busy:
                 if result.unreachable:
                     raise TemporaryError(

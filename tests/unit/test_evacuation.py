@@ -38,7 +38,7 @@ from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import Outcome, Worker
-from tests.fakes import FakeNodes, Fault, xml
+from tests.fakes import FakeNodes, Fault, Intent, no_sleep, topology, xml
 
 GiB = 1024**3
 LIMITS = Limits()
@@ -292,24 +292,6 @@ def test_after_the_moves_no_set_shares_a_node_and_no_device_overflows(
 # --- the worker on fake nodes ---------------------------------------------------------------------------
 
 
-class Intent:
-    def __init__(self, state: DesiredState) -> None:
-        self.state = state
-        self.recorded: list[StateChange] = []
-
-    async def progress(self, event: Event, key: str) -> None:
-        return None
-
-    async def record(self, changes: list[StateChange]) -> None:
-        self.recorded += changes
-        for change in changes:
-            self.state.apply(change)
-
-
-async def no_sleep(_: float) -> None:
-    return None
-
-
 class Crash(BaseException):
     """The daemon dies here (not an error the worker may catch)."""
 
@@ -339,24 +321,6 @@ def replace_brick(nodes: FakeNodes, *, crash_after: int = 0, lose_answer: bool =
     return fault
 
 
-def topology(nodes: int = 3, devices: int = 2) -> models.LoadTopology:
-    return models.LoadTopology.model_validate(
-        {
-            "cluster": "dev",
-            "nodes": [
-                {
-                    "node": {"hostnames": {"manage": [f"10.0.0.{i}"], "storage": [f"10.0.0.{i}"]}, "zone": i},
-                    "devices": [
-                        {"name": f"/srv/devices/dev{j}", "backend": "file", "capacity": 100 * GiB}
-                        for j in range(1, devices + 1)
-                    ],
-                }
-                for i in range(1, nodes + 1)
-            ],
-        }
-    )
-
-
 class World:
     def __init__(self, nodes: int = 3, devices: int = 2) -> None:
         self.nodes = FakeNodes()
@@ -367,7 +331,7 @@ class World:
         self.worker = Worker(
             self.state, VolumeOperations(self.nodes, settings.storage, sleep=no_sleep), settings, sleep=no_sleep
         )
-        self.topology = topology(nodes, devices)
+        self.topology = topology(nodes, devices, zone_per_node=True)
 
     async def handle(self, event: Event) -> Outcome:
         outcome = await self.worker.handle(event, self.intent)

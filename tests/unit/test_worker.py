@@ -10,46 +10,12 @@ from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
 from provisioner.settings import Settings
-from provisioner.state import DesiredState, StateChange
+from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import Outcome, Worker
-from tests.fakes import FakeNodes, FakeVolume, xml
+from tests.fakes import FakeNodes, FakeVolume, Intent, no_sleep, topology, xml
 
 GiB = 1024**3
-
-
-class Intent:
-    def __init__(self, state: DesiredState) -> None:
-        self.state = state
-        self.recorded: list[StateChange] = []
-        self.progress_events: list[Event] = []
-
-    async def progress(self, event: Event, key: str) -> None:
-        self.progress_events.append(event)
-
-    async def record(self, changes: list[StateChange]) -> None:
-        self.recorded += changes
-        for change in changes:
-            self.state.apply(change)
-
-
-async def no_sleep(_: float) -> None:
-    return None
-
-
-def topology(nodes: int = 3) -> models.LoadTopology:
-    return models.LoadTopology.model_validate(
-        {
-            "cluster": "dev",
-            "nodes": [
-                {
-                    "node": {"hostnames": {"manage": [f"10.0.0.{i}"], "storage": [f"10.0.0.{i}"]}, "zone": 1},
-                    "devices": [{"name": "/srv/devices/dev1", "backend": "file", "capacity": 100 * GiB}],
-                }
-                for i in range(1, nodes + 1)
-            ],
-        }
-    )
 
 
 class World:

@@ -11,10 +11,10 @@ from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
 from provisioner.settings import Settings
-from provisioner.state import DesiredState, StateChange
+from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import NothingDown, Outcome, Worker
-from tests.fakes import FakeNodes, xml
+from tests.fakes import FakeNodes, Intent, no_sleep, xml
 
 GiB = 1024**3
 GLUSTERD = "glusterd not answering: Connection failed. Please check if gluster daemon is operational."
@@ -28,24 +28,6 @@ class FakeHealth:
 
     def down(self, cluster: str) -> Mapping[str, str]:
         return dict(self.hosts) if cluster == "dev" else {}
-
-
-class Intent:
-    def __init__(self, state: DesiredState) -> None:
-        self.state = state
-        self.recorded: list[StateChange] = []
-
-    async def progress(self, event: Event, key: str) -> None:
-        return None
-
-    async def record(self, changes: list[StateChange]) -> None:
-        self.recorded += changes
-        for change in changes:
-            self.state.apply(change)
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 def node(i: int, *, zone: int = 1, capacity: int = 100 * GiB) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import Outcome, Worker
-from tests.fakes import FakeNodes
+from tests.fakes import FakeNodes, Intent, topology
 
 GiB = 1024**3
 UID = "0b7c3f2e-4d1a-4c6b-9e8f-1a2b3c4d5e6f"
@@ -91,36 +91,6 @@ class Claims:
 
     async def event(self, claim: models.ClaimRef, reason: str, message: str, *, warning: bool = False) -> None:
         self._record("event", claim, reason, message, warning)
-
-
-class Intent:
-    def __init__(self, state: DesiredState) -> None:
-        self.state = state
-        self.recorded: list[StateChange] = []
-        self.progress_events: list[Event] = []
-
-    async def progress(self, event: Event, key: str) -> None:
-        self.progress_events.append(event)
-
-    async def record(self, changes: list[StateChange]) -> None:
-        self.recorded += changes
-        for change in changes:
-            self.state.apply(change)
-
-
-def topology(nodes: int) -> models.LoadTopology:
-    return models.LoadTopology.model_validate(
-        {
-            "cluster": "dev",
-            "nodes": [
-                {
-                    "node": {"hostnames": {"manage": [f"10.0.0.{i}"], "storage": [f"10.0.0.{i}"]}, "zone": 1},
-                    "devices": [{"name": "/srv/devices/dev1", "backend": "file", "capacity": 100 * GiB}],
-                }
-                for i in range(1, nodes + 1)
-            ],
-        }
-    )
 
 
 class World:
