@@ -60,6 +60,13 @@ async def run(settings: Settings) -> None:
         result = Outgoing(settings.kafka.results_topic, outcome.key.encode(), value, headers)
         return Completion([result], outcome.changes)
 
+    drift = PeriodicReconciler(
+        state,
+        NodeInventory(executor, operations, timeout=settings.storage.command_timeout),
+        owner=operations.owner,
+        repair=settings.worker.reconcile_repair,
+        observed=observed,
+    )
     loop = RequestLoop(
         settings.kafka,
         state,
@@ -68,6 +75,7 @@ async def run(settings: Settings) -> None:
         worker.resource_of,
         max_in_flight=settings.worker.max_in_flight,
         grace=settings.worker.shutdown_grace,
+        on_assigned=drift.kick,  # a pass when partitions (clusters) come to this daemon
     )
 
     readiness = Readiness(
@@ -84,13 +92,6 @@ async def run(settings: Settings) -> None:
     log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
     capacity = CapacityCollector.register(state, observed=observed)
     probing = asyncio.create_task(health.run(), name="node-health")
-    drift = PeriodicReconciler(
-        state,
-        NodeInventory(executor, operations, timeout=settings.storage.command_timeout),
-        owner=operations.owner,
-        repair=settings.worker.reconcile_repair,
-        observed=observed,
-    )
     interval = settings.worker.reconcile_interval
     reconciling = asyncio.create_task(drift.every(interval), name="reconcile") if interval else None
     checks = asyncio.create_task(readiness.run(), name="readiness")

@@ -10,6 +10,7 @@ that the daemon owning the cluster does it in order with everything else on that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -137,6 +138,7 @@ class PeriodicReconciler:
         self._state = state
         self._inventory = inventory
         self._observed = observed
+        self._kicked = asyncio.Event()
         self._owner = owner
         self._repair = repair
 
@@ -164,11 +166,17 @@ class PeriodicReconciler:
             found += drift
         return found
 
+    def kick(self) -> None:
+        """Ask for a pass now (the daemon calls it when it is assigned partitions)."""
+        self._kicked.set()
+
     async def every(self, interval: float) -> None:
-        """Run a pass now and then every ``interval`` seconds; a failed pass is logged, never fatal."""
+        """Run a pass now, then every ``interval`` seconds or at a kick; a failed pass is logged, never fatal."""
         while True:
+            self._kicked.clear()
             try:
                 await self.run_once()
-            except Exception:
+            except Exception:  # the daemon must outlive a bad pass
                 log.exception("reconcile pass failed")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), interval)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -51,8 +52,10 @@ class RequestLoop:
         *,
         max_in_flight: int,
         grace: float,
+        on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_assigned = on_assigned
         self._state = state
         self._reader = reader
         self._handler = handler
@@ -142,6 +145,8 @@ class RequestLoop:
                 self._publishers[tp] = publisher
             if tp not in self._lanes:
                 self._lanes[tp] = self._new_lane(tp)
+        if self._on_assigned is not None:
+            self._on_assigned()
 
     def _new_lane(self, tp: TopicPartition) -> Lane:
         return Lane(
