@@ -48,7 +48,8 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
 
     assert result.type == "org.gluster.volume.provision.succeeded.v1", result.data
     progress = [decode_result(v) for _, v, _ in results.records]
-    assert [e.data.step for e in progress if e.type.endswith(".progressed.v1")] == ["bricks_ready"]  # type: ignore[attr-defined]
+    mine = [e for e in progress if e.type.endswith(".progressed.v1") and e.data.request_id == request.id]  # type: ignore[attr-defined]
+    assert [e.data.step for e in mine] == ["bricks_ready"]  # type: ignore[attr-defined]
     assert isinstance(result.data, models.VolumeProvisioned)
     volume = result.data.volume
     assert volume.name == name
