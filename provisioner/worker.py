@@ -529,7 +529,7 @@ class Worker:
         else:
             new = changed(cluster, data)
         if evacuate:
-            await self._evacuate(cluster, new, intent)
+            await self._evacuate(event, cluster, new, intent)
         used = {b.device for v in self._state.volumes_of(cluster.id) for b in v.bricks}
         for node in cluster.nodes:
             for device in node.devices:
@@ -556,7 +556,7 @@ class Worker:
                 await self._retrying(functools.partial(self._ops.detach, others, node), what=f"detach {node.manage}")
         return self._topology_now(event, new)
 
-    async def _evacuate(self, cluster: Cluster, remaining: Cluster, intent: IntentWriter) -> None:
+    async def _evacuate(self, event: Event, cluster: Cluster, remaining: Cluster, intent: IntentWriter) -> None:
         """Move every brick off the devices that ``remaining`` lacks, one brick at a time.
 
         Each move is recorded (the volume listing both bricks and the pair) before its node work and
@@ -582,7 +582,9 @@ class Worker:
             planned = evacuation.moving(self._state.volumes[move.volume], move)
             await intent.record([StateChange.put_volume(planned)])
             await self._move(cluster, move, gone, intent)
-            log.info("%s: brick %s moved to %s (%d of %d)", planned.name, move.old.id, move.new.id, number, len(moves))
+            moved = f"brick {move.old.id} moved to {move.new.id} ({number} of {len(moves)})"
+            log.info("%s: %s", planned.name, moved)
+            await self._progress(event, intent, planned, "brick_moved", moved)
 
     async def _move(self, cluster: Cluster, move: evacuation.Move, gone: frozenset[str], intent: IntentWriter) -> None:
         """One recorded move: build the new brick, swap it in (``replace-brick … commit force``),

@@ -446,5 +446,7 @@ RESULT_TYPES: dict[str, type[Model]] = {
 PROGRESS_TYPES: dict[str, type[Model]] = {
     progressed_type(PROVISION_REQUESTED): Progress,
     progressed_type(EXPAND_REQUESTED): Progress,
+    progressed_type(NODE_REMOVE_REQUESTED): Progress,  # a brick moved off (evacuate)
+    progressed_type(DEVICE_REMOVE_REQUESTED): Progress,
 }
 """Non-terminal events on the results topic, for long operations."""

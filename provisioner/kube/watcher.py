@@ -67,6 +67,7 @@ class ClaimBridge:
         self._resend_after = settings.kubernetes.resync
         self._gids = GidPool()
         self._volumes: dict[str, Obj] = {}  # our PVs by name
+        self._pv_gids: dict[str, int] = {}  # gid of every PV seen, by PV name
         self._classes: dict[str, tuple[float, Obj | None]] = {}
         self._sent: dict[str, float] = {}  # request id -> when
         self._refused: set[tuple[str, str]] = set()  # (claim uid, resourceVersion) already refused
@@ -75,6 +76,7 @@ class ClaimBridge:
 
     async def volumes_listed(self, items: Sequence[Obj]) -> None:
         self._volumes = {}
+        self._pv_gids = {}
         for pv in items:
             await self.volume_changed("SYNC", pv)
 
@@ -83,11 +85,13 @@ class ClaimBridge:
         name = (pv.get("metadata") or {}).get("name", "")
         if kind == "DELETED":
             self._volumes.pop(name, None)
+            self._pv_gids.pop(name, None)
             if gid is not None:
                 self._gids.release(gid)
             return
         if gid is not None:
             self._gids.mark(gid)
+            self._pv_gids[name] = gid
         if not claims.ours(pv, self._name):
             return
         self._volumes[name] = pv
@@ -111,6 +115,9 @@ class ClaimBridge:
 
     async def claim_changed(self, kind: str, claim: Obj) -> None:
         if kind == "DELETED":
+            gid = claims.reserved_gid(claim)
+            if gid is not None and gid not in self._pv_gids.values():
+                self._gids.release(gid)  # reserved, never used by a PV: free again
             return
         try:
             await self._claim(claim)

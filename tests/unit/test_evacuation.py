@@ -395,6 +395,8 @@ async def test_device_remove_evacuates_to_the_other_device_of_the_node() -> None
     assert [len(r["bricks"]) for r in recorded[-2:]] == [4, 3]
     assert recorded[-2]["replacing"] == [{"old": old.id, "new": new.id}]
     assert recorded[-1]["replacing"] == []
+    [progress] = [e for e in world.intent.progress_events if e.type == "org.gluster.device.remove.progressed.v1"]
+    assert progress.data.step == "brick_moved" and old.id in progress.data.message  # type: ignore[attr-defined]
 
 
 async def test_node_remove_evacuates_every_brick_and_detaches() -> None:

@@ -1022,6 +1022,19 @@ async def test_bridge_a_claim_changed_under_the_gid_patch_waits_for_its_next_eve
     assert isinstance(event.data, models.ProvisionVolume) and event.data.gid == 40000  # released, then reused
 
 
+async def test_bridge_a_deleted_claim_frees_its_gid_unless_a_pv_holds_it() -> None:
+    world = Bridge()
+    await world.bridge.claims_listed([claim()])
+    assert 40000 in world.bridge._gids
+    reserved = claim(annotations={names.STORAGE_PROVISIONER: PROVISIONER, names.CLAIM_GID: "40000"})
+    await world.bridge.claim_changed("DELETED", reserved)
+    assert 40000 not in world.bridge._gids, "reserved but never used by a PV: free again"
+
+    await world.bridge.volumes_listed([pv(phase="Bound")])  # a PV carrying gid 40001
+    await world.bridge.claim_changed("DELETED", claim(annotations={names.CLAIM_GID: "40001"}))
+    assert 40001 in world.bridge._gids, "its PV still holds it"
+
+
 async def test_bridge_released_pv_becomes_a_delete_request_and_its_gid_is_freed() -> None:
     world = Bridge()
     await world.bridge.volumes_listed([pv()])
