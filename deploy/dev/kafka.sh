@@ -50,10 +50,9 @@ PYTHON="${PYTHON:-python3}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 STOP_TIMEOUT=20
 
-log() { echo "kafka: $*" >&2; }
-die() { log "$*"; exit 1; }
-now() { echo "${EPOCHREALTIME/,/.}"; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+LOG_PREFIX=kafka
+# shellcheck source=deploy/dev/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 # --- install --------------------------------------------------------------------------------
 
@@ -121,7 +120,6 @@ broker_pid() {
 
 probe() { "$PYTHON" "$PROBE" --bootstrap "$BOOTSTRAP" "$@"; }
 
-port_busy() { (exec 3<>"/dev/tcp/$KAFKA_HOST/$1") 2>/dev/null; }
 
 # JVM flags as in Kafka's kafka-run-class.sh; the log4j2 config writes to stderr.
 BROKER_JVM_FLAGS=(-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
@@ -138,24 +136,13 @@ tool_cmd() {
 stop_broker() {
   local pid
   pid="$(broker_pid)" || return 0
-  log "stopping broker pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "broker pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
+  stop_pid "$pid" broker
   log "broker pid $pid stopped"
 }
 
 fail_with_log() {
   log "$1"
-  if [[ -f "$LOG_FILE" ]]; then
-    log "last lines of $LOG_FILE:"
-    tail -n 40 "$LOG_FILE" >&2
-  fi
+  show_log "$LOG_FILE" 40
   exit 1
 }
 
@@ -174,7 +161,7 @@ cmd_up() {
     stop_broker
   fi
   for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_busy "$p" && die "port $KAFKA_HOST:$p is already in use by another process"
+    port_busy "$KAFKA_HOST" "$p" && die "port $KAFKA_HOST:$p is already in use by another process"
   done
   installed || cmd_install
   command -v "$JAVA" >/dev/null || die "java not found (need Java 17+)"

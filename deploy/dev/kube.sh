@@ -70,10 +70,9 @@ CONTROLLERS+=,persistentvolumeclaim-protection-controller,namespace-controller,g
 CONTROLLERS+=,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
 CONTROLLERS+=,clusterrole-aggregation-controller
 
-log() { echo "kube: $*" >&2; }
-die() { log "$*"; exit 1; }
-now() { echo "${EPOCHREALTIME/,/.}"; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+LOG_PREFIX=kube
+# shellcheck source=deploy/dev/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 # --- install --------------------------------------------------------------------------------
 
@@ -175,29 +174,17 @@ comp_pid() {
 stop_comp() {
   local name=$1 pid
   if pid="$(comp_pid "$name")"; then
-    log "stopping $name pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
+    stop_pid "$pid" "$name"
   fi
   rm -f "$(pid_file "$name")"
 }
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 fail_with_log() {
   local name=$1
   shift
   log "$*"
-  if [[ -f "$(log_file "$name")" ]]; then
-    log "last lines of $(log_file "$name"):"
-    tail -n 40 "$(log_file "$name")" >&2
-  fi
+  show_log "$(log_file "$name")" 40
   # A failed `up` leaves nothing running behind it.
   if ((STARTING)); then
     local c
@@ -348,7 +335,7 @@ cmd_up() {
   done
   for c in kube-controller-manager kube-apiserver etcd; do stop_comp "$c"; done
   for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT"; do
-    port_busy "$p" && die "port $HOST:$p is already in use by another process"
+    port_busy "$HOST" "$p" && die "port $HOST:$p is already in use by another process"
   done
   installed || cmd_install
   command -v openssl >/dev/null || die "openssl not found"

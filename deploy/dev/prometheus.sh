@@ -40,8 +40,9 @@ PROMETHEUS=/usr/bin/prometheus
 PROMTOOL=/usr/bin/promtool
 STOP_TIMEOUT=20
 
-log() { echo "prometheus: $*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_PREFIX=prometheus
+# shellcheck source=deploy/dev/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 cmd_install() {
   if [[ -x "$PROMETHEUS" && -x "$PROMTOOL" ]]; then
@@ -69,7 +70,6 @@ server_pid() {
 
 ready() { curl -fsS --max-time 2 "$URL/-/ready" >/dev/null 2>&1; }
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 write_config() {
   cat >"$CONFIG" <<YAML
@@ -91,24 +91,13 @@ YAML
 stop_server() {
   local pid
   pid="$(server_pid)" || return 0
-  log "stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
+  stop_pid "$pid" prometheus
   log "pid $pid stopped"
 }
 
 fail_with_log() {
   log "$1"
-  if [[ -f "$LOG_FILE" ]]; then
-    log "last lines of $LOG_FILE:"
-    tail -n 30 "$LOG_FILE" >&2
-  fi
+  show_log "$LOG_FILE" 30
   exit 1
 }
 
@@ -122,7 +111,7 @@ cmd_up() {
     log "pid $pid alive but not ready; restarting"
     stop_server
   fi
-  port_busy "$PORT" && die "port $HOST:$PORT is already in use by another process"
+  port_busy "$HOST" "$PORT" && die "port $HOST:$PORT is already in use by another process"
   cmd_install
   command -v curl >/dev/null || die "curl not found (needed for the readiness probe)"
 
