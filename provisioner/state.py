@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from provisioner.allocator import DeviceUsage
 from provisioner.domain import Cluster, ClusterId, Volume, VolumeId
+from provisioner.errors import UnknownCluster
 
 _CLUSTER = TypeAdapter(Cluster)
 _VOLUME = TypeAdapter(Volume)
@@ -125,6 +126,13 @@ class DesiredState:
         if usage is None:
             usage = self._usage[cluster] = DeviceUsage()
         return usage
+
+    def require_cluster(self, cluster_id: str) -> Cluster:
+        """The cluster's topology; UnknownCluster (naming the fix) when none was loaded."""
+        cluster = self.clusters.get(ClusterId(cluster_id))
+        if cluster is None:
+            raise UnknownCluster(f"cluster {cluster_id} has no topology; load one with `provisioner topology load`")
+        return cluster
 
     def volume_named(self, cluster: ClusterId, name: str) -> Volume | None:
         volume_id = self._names.get(cluster, {}).get(name)

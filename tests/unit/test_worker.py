@@ -9,10 +9,11 @@ from provisioner.errors import NodeUnreachable
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
+from provisioner.outcome import Outcome
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Outcome, Worker
+from provisioner.worker import Worker
 from tests.fakes import FakeNodes, FakeVolume, Intent, no_sleep, topology, xml
 
 GiB = 1024**3

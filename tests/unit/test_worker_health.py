@@ -10,10 +10,12 @@ from provisioner.domain import VolumeStatus
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
+from provisioner.outcome import Outcome
+from provisioner.placement import NothingDown
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import NothingDown, Outcome, Worker
+from provisioner.worker import Worker
 from tests.fakes import FakeNodes, Intent, no_sleep, xml
 
 GiB = 1024**3

@@ -18,10 +18,11 @@ from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv
 from provisioner.kube import names
 from provisioner.kube.claims import claim_volume_id
+from provisioner.outcome import Outcome
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Outcome, Worker
+from provisioner.worker import Worker
 from tests.fakes import FakeNodes, Intent, topology
 
 GiB = 1024**3
