@@ -107,6 +107,7 @@ FAILURE_REASONS = (
     "GidsExhausted",
     "NodeDown",  # placement failed because nodes the health probes saw down were left out
     "CannotEvacuate",  # a distribute volume's brick cannot be moved off a leaving device
+    "HealPending",  # a brick move waits for its set to finish healing
 )
 """The ``reason`` codes of failed results (the ``reason`` of the failure event)."""
 
@@ -118,6 +119,7 @@ RETRY_REASONS = (
     "Internal",
     "KubernetesConflict",
     "KubernetesUnavailable",
+    "HealPending",
 )
 WATCH_KINDS = ("provision", "delete", "expand")
 WATCH_RESOURCES = ("persistentvolumeclaims", "persistentvolumes")

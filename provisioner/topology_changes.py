@@ -150,6 +150,8 @@ class TopologyChanges:
         volume = self._state.volumes[move.volume]  # lists both bricks
         old_host = cluster.node(move.old.node).manage
         try:
+            healed = functools.partial(self._ops.ensure_healed, cluster, volume, move.old)
+            await self._retrying(healed, what=f"wait for {volume.name} to heal")
             with metrics.step("brick_create"):
                 build = functools.partial(self._ops.create_brick, cluster, volume, move.new)
                 await self._retrying(build, what=f"create brick {move.new.id} of {volume.name}")

@@ -86,6 +86,7 @@ class FakeNodes:
         self.faults: list[Fault] = []
         self.peers: set[str] = set()
         self.fstab: set[tuple[str, str]] = set()  # (host, mount point) with a line in the node's fstab
+        self.pending_heals: dict[str, int] = {}  # brick host:path -> entries its heal info reports
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
         self.calls.append((host, argv))
@@ -204,4 +205,14 @@ class FakeNodes:
                     f"<options>{options}</options></volume></volumes></volInfo>"
                 )
                 return xml(body=body)
+            case ["heal", name, "info"]:
+                volume = self.volumes.get(name)
+                if volume is None:
+                    return xml(-1, f"Volume {name} does not exist")
+                healed = "".join(
+                    f"<brick hostUuid='u'><name>{b}</name><status>Connected</status>"
+                    f"<numberOfEntries>{self.pending_heals.get(b, 0)}</numberOfEntries></brick>"
+                    for b in volume.bricks
+                )
+                return xml(body=f"<healInfo><bricks>{healed}</bricks></healInfo>")
         return xml(-1, f"fake gluster: unsupported {rest}")

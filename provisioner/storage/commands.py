@@ -323,6 +323,11 @@ def volume_add_brick(name: str, bricks: Sequence[str], *, timeout: int) -> Argv:
     return gluster("volume", "add-brick", name, *bricks, timeout=timeout)
 
 
+def volume_heal_info(name: str, *, timeout: int) -> Argv:
+    """Entries each brick of a replicated or dispersed volume still has to heal."""
+    return gluster("volume", "heal", name, "info", timeout=timeout)
+
+
 def volume_rebalance_start(name: str, *, timeout: int) -> Argv:
     return gluster("volume", "rebalance", name, "start", timeout=timeout)
 

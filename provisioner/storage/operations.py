@@ -30,7 +30,7 @@ from provisioner.reconcile import ID_OPTION, OWNER_OPTION, NodeBrick
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
 from provisioner.storage.backends import Backend, BrickSpec, backend_for
-from provisioner.storage.parsing import OpResult, VolumeInfo, parse_op_result, parse_volume_info
+from provisioner.storage.parsing import OpResult, VolumeInfo, parse_heal_info, parse_op_result, parse_volume_info
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,46 @@ class VolumeOperations:
         """Whether the gluster volume lists ``brick`` (asked on its nodes, ``last``'s node last)."""
         [spec] = brick_specs(cluster, volume, [brick], owner=self.owner)
         return (spec.node.storage, spec.path) in await self._listed(self._hosts_last(cluster, volume, last), volume)
+
+    async def ensure_healed(self, cluster: Cluster, volume: Volume, old: Brick) -> None:
+        """Refuse (temporarily) to move ``old`` while its set is still healing, so a move never takes a
+        set below the copies it has: every other brick of the set must be connected with nothing left to
+        heal. When ``old`` itself does not answer (its node is dead), replacing it *is* the repair, so
+        only the others being connected is required."""
+        info = await self._call(
+            _hosts_of(cluster, volume),
+            commands.volume_heal_info(volume.name, timeout=self._settings.gluster_timeout),
+            what=volume.name,
+            pool=cluster.id,
+        )
+        result, stdout = info
+        if not result.ok:
+            raise GlusterError(f"volume heal {volume.name} info: {result.message}")
+        heals = {(b.host, b.path): b for b in parse_heal_info(stdout)}
+        specs = {s.brick.id: s for s in brick_specs(cluster, volume)}
+        mine = specs[old.id]
+        old_heal = heals.get((mine.node.storage, mine.path))
+        old_answers = old_heal is not None and old_heal.connected
+        arriving = {r.new for r in volume.replacing}  # recorded, not in gluster yet
+        for brick in volume.bricks:
+            if brick.set_index != old.set_index or brick.id == old.id or brick.id in arriving:
+                continue
+            spec = specs[brick.id]
+            heal = heals.get((spec.node.storage, spec.path))
+            where = f"{spec.node.storage}:{spec.path}"
+            if heal is None or not heal.connected:
+                raise TemporaryError(
+                    f"volume {volume.name}: brick {where} of the set is not connected; the move of {old.id} waits",
+                    reason="HealPending",
+                    delay=5.0,
+                )
+            if old_answers and heal.pending:
+                raise TemporaryError(
+                    f"volume {volume.name}: {heal.pending} entries still to heal on {where}; "
+                    f"the move of {old.id} waits so the set keeps its copies",
+                    reason="HealPending",
+                    delay=5.0,
+                )
 
     async def replace_brick(self, cluster: Cluster, volume: Volume, old: Brick, new: Brick) -> bool:
         """Swap ``old`` for ``new`` in the gluster volume (``replace-brick … commit force``): True when

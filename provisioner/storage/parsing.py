@@ -197,3 +197,31 @@ def parse_vg_space(text: str) -> tuple[int, int]:
         return int(vg["vg_size"]), int(vg["vg_free"])
     except (ValueError, KeyError, IndexError, TypeError) as e:
         raise UnparsableOutput(f"vgs printed no single VG with size and free: {text[:200]!r}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class BrickHeal:
+    host: str
+    path: str
+    connected: bool
+    pending: int | None  # entries still to heal; None when the brick does not answer ("-")
+
+
+def parse_heal_info(xml_text: str) -> list[BrickHeal]:
+    """``volume heal <vol> info --xml``: per brick, whether it is connected and its pending entries."""
+    root = _root(xml_text)
+    bricks = []
+    for brick in root.iterfind("healInfo/bricks/brick"):
+        host, sep, path = _text(brick, "name").partition(":")
+        if not sep:
+            raise UnparsableOutput(f"heal info brick name {host!r} is not host:/path")
+        entries = (brick.findtext("numberOfEntries") or "").strip()
+        bricks.append(
+            BrickHeal(
+                host=host,
+                path=path,
+                connected=(brick.findtext("status") or "").strip() == "Connected",
+                pending=int(entries) if entries.isdigit() else None,
+            )
+        )
+    return bricks

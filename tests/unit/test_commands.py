@@ -141,6 +141,7 @@ def test_expansion_commands() -> None:
         "h2:/b/brick",
     )
     assert commands.volume_rebalance_start("v", timeout=5) == (*prefix, "volume", "rebalance", "v", "start")
+    assert commands.volume_heal_info("v", timeout=5) == (*prefix, "volume", "heal", "v", "info")
 
 
 def test_lvm_device_commands_use_heketis_flags() -> None:

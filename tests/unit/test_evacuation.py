@@ -590,3 +590,21 @@ def test_cli_evacuate_flag(argv: list[str], expected: models.Model) -> None:
 def test_enable_has_no_evacuate_flag() -> None:
     with pytest.raises(SystemExit):
         cli._parser().parse_args(["device", "enable", "--cluster", "c", "--host", "h", "--name", "/d", "--evacuate"])
+
+
+async def test_a_move_waits_while_its_set_is_healing() -> None:
+    world = World()
+    before = await world.setup()
+    old, other = before.bricks[0], before.bricks[1]
+    host, path = world.path_of(other)
+    world.nodes.pending_heals[f"{host}:{path}"] = 7
+    outcome = await world.handle(world.device_remove(old))
+    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
+    assert outcome.result.data.reason == "HealPending" and outcome.result.data.retriable
+    assert "7 entries still to heal" in outcome.result.data.message
+    assert world.volume().bricks == before.bricks and world.volume().replacing == ()  # nothing moved or left
+    assert old.device in device_ids(world.cluster())
+
+    world.nodes.pending_heals.clear()  # healed: the same request now goes through
+    outcome = await world.handle(world.device_remove(old))
+    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.storage.parsing import UnparsableOutput, parse_op_result, parse_volume_info
+from provisioner.storage.parsing import UnparsableOutput, parse_heal_info, parse_op_result, parse_volume_info
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gluster"
 
@@ -98,3 +98,23 @@ def test_garbage_is_rejected_with_a_reason() -> None:
         parse_volume_info("<cliOutput><opRet>0</opRet>")
     with pytest.raises(UnparsableOutput, match="opRet"):
         parse_op_result("<cliOutput></cliOutput>")
+
+
+def test_heal_info_of_a_replica_three_volume() -> None:
+    """Captured from the dev nodes (gluster 10.3): ``volume heal <vol> info --xml``."""
+    heals = parse_heal_info((FIXTURES / "heal-info.xml").read_text())
+    assert [(h.host, h.connected, h.pending) for h in heals] == [
+        ("10.77.0.11", True, 0),
+        ("10.77.0.12", True, 0),
+        ("10.77.0.13", True, 0),
+    ]
+    offline = (
+        (FIXTURES / "heal-info.xml")
+        .read_text()
+        .replace(
+            "<status>Connected</status>\n        <numberOfEntries>0</numberOfEntries>",
+            "<status>Transport endpoint is not connected</status>\n        <numberOfEntries>-</numberOfEntries>",
+            1,
+        )
+    )
+    assert (parse_heal_info(offline)[0].connected, parse_heal_info(offline)[0].pending) == (False, None)
