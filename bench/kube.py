@@ -31,12 +31,14 @@ Phases (replica 3, --size each):
                   provision requests at once and N delete requests at once
 Everything made is removed in a finally block (also on Ctrl-C or SIGTERM; the daemon and the
 watcher run in their own session so a Ctrl-C reaches only this script, which cleans up through
-them): the remaining claims are deleted and their PVs waited for, event volumes get delete
-requests, then the daemon and watcher stop; any PV still there is deleted, any brick or gluster
-volume still on the nodes is removed with the floor's commands (bench/floor.py), and the
-StorageClass, namespace and topics are deleted. `leftovers` in the JSON says what was found.
+them): the remaining claims are deleted, the requests in flight are waited for (a claim deleted
+while its volume is made still gets its PV, which turns Released and is deleted) and so are the
+PVs; event volumes get delete requests; then the daemon and watcher stop. A PV still there is
+deleted, a brick or gluster volume of ours still on the nodes is taken apart by hand with the
+daemon's own code, and the StorageClass, namespace and topics are deleted. `cleanup` in the JSON
+says what had to be done by hand and what was left.
 
-    python -m bench.kube                        # N = 1 (x3), 10: about 3-5 minutes on 2 busy cores
+    python -m bench.kube                        # N = 1 (x3), 10: about 2-3 minutes on 2 busy cores
     python -m bench.kube --n 1 --repeat 2 --warmup 0   # a smoke run
 """
 
@@ -48,13 +50,14 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,9 +80,8 @@ from bench.e2e import (
     delete_topics,
     gluster_volumes,
 )
-from bench.floor import Floor
 from provisioner.bus.topics import topic_partitions
-from provisioner.domain import Volume, VolumeId, volume_name_for
+from provisioner.domain import Brick, BrickId, Cluster, DeviceId, Replicate, Volume, VolumeId, volume_name_for
 from provisioner.events import models
 from provisioner.events.envelope import header, new_event
 from provisioner.executor import Executor
@@ -87,7 +89,11 @@ from provisioner.executor.measured import MeasuredExecutor
 from provisioner.kube import claims, names
 from provisioner.kube.informer import Informer, Obj, api_source
 from provisioner.kube.watcher import request_id
-from provisioner.settings import KafkaSettings
+from provisioner.reconcile import ID_OPTION
+from provisioner.settings import KafkaSettings, StorageSettings
+from provisioner.storage import commands
+from provisioner.storage.operations import VolumeOperations
+from provisioner.storage.parsing import VolumeInfo, parse_volume_info
 from provisioner.topology import cluster_from
 from tests.kube import api_client, ensure_kube
 from tests.stack import Daemon, Stack, load_stack, load_topology
@@ -96,22 +102,24 @@ log = logging.getLogger("bench.kube")
 SOURCE = "/bench/kube"
 KUBE, EVENTS = "kubernetes", "events"
 CLEANUP_SECONDS = 240.0
-# Milestones, in the order they normally happen, and the intervals the breakdown reports.
+# Milestones (claim: gid, annotated, volume_name, bound, claim_gone; PV: pv, pv_<phase>, pv_gone;
+# request, result), and the intervals the breakdown reports: (column, from, to, who works then).
 PROVISION_STEPS = (
-    ("watcher: created -> gid on claim", "created", "gid"),
-    ("watcher: gid -> request on bus", "gid", "request"),
-    ("daemon: request -> PV", "request", "pv"),
-    ("binder: PV -> Bound", "pv", "bound"),
-    ("request -> result", "request", "result"),
-    ("request -> claim annotated", "request", "annotated"),
+    ("created->gid", "created", "gid", "watcher sees the claim, reserves a gid on it (a PATCH)"),
+    ("gid->request", "gid", "request", "watcher reads the class, sends the request"),
+    ("request->PV", "request", "pv", "daemon: claim check, event, bricks, gluster, PV create"),
+    ("PV->Bound", "pv", "bound", "daemon: Endpoints, Service; binder binds the claim"),
+    ("request->result", "request", "result", "daemon, whole request (compare the floor's)"),
 )
+PROVISION_MARKS = ("gid", "request", "pv", "pv_bound", "volume_name", "bound", "annotated", "result")
 DELETE_STEPS = (
-    ("protection: delete -> claim gone", "created", "claim_gone"),
-    ("binder: claim gone -> Released", "claim_gone", "released"),
-    ("watcher: Released -> request", "released", "request"),
-    ("daemon: request -> PV gone", "request", "pv_gone"),
-    ("request -> result", "request", "result"),
+    ("delete->gone", "created", "claim_gone", "pvc-protection lets the claim go"),
+    ("gone->Released", "claim_gone", "pv_released", "binder marks the PV Released"),
+    ("Released->request", "pv_released", "request", "watcher sends the delete request"),
+    ("request->PV gone", "request", "pv_gone", "daemon: gluster stop/delete, bricks, then the PV"),
+    ("request->result", "request", "result", "daemon, whole request (compare the floor's)"),
 )
+DELETE_MARKS = ("claim_gone", "pv_released", "request", "pv_gone", "result")
 
 
 class Process(Daemon):
@@ -187,13 +195,10 @@ class Observer:
         marks.setdefault("pv", now)
         phase = (pv.get("status") or {}).get("phase")
         if phase:
-            marks.setdefault(str(phase).lower(), now)
+            marks.setdefault(f"pv_{str(phase).lower()}", now)
         if kind == "DELETED":
             marks.setdefault("pv_gone", now)
         self.changed.set()
-
-    def live_pvs(self) -> list[str]:
-        return [name for name, marks in self.pvs.items() if "pv_gone" not in marks]
 
     async def read_requests(self, stack: Stack) -> None:
         """Stamp every request on the requests topic (the watcher's included) by its CloudEvents id."""
@@ -238,7 +243,7 @@ class Run:
         *,
         run_id: str,
         logs: dict[str, Path],
-        floor: Floor,
+        cluster: Cluster,
         executor: Executor,
     ) -> None:
         self.args = args
@@ -252,7 +257,7 @@ class Run:
         self.storage_class = f"bench-{run_id}"
         self.daemon = Process(stack, logs["daemon"], extra_env=self.env)
         self.watcher = Process(stack, logs["watch"], extra_env=self.env, command="watch")
-        self.floor = floor
+        self.topology = cluster
         self.executor = executor
         self.bus = Bus(stack, timeout=args.timeout)
         self.observer = Observer(self.namespace, self.provisioner)
@@ -413,7 +418,8 @@ class Run:
             if rids[name] in seen.requests:
                 stamps["request"] = seen.requests[rids[name]]
             stamps["result"] = self.bus.arrived[rids[name]][0]
-            group.milestones.append({k: round(v - calls[name], 4) for k, v in stamps.items()})
+            keep = PROVISION_MARKS if action == "provision" else DELETE_MARKS
+            group.milestones.append({k: round(v - calls[name], 4) for k, v in stamps.items() if k in keep})
         self._metrics(group, before, after)
 
     # --- the floor: events straight to the daemon -----------------------------------------------
@@ -480,19 +486,25 @@ class Run:
     # --- clean-up -------------------------------------------------------------------------------
 
     async def clean_up(self) -> dict[str, Any]:
-        """Remove everything this run made, whatever state it broke in; returns what it had to do and found."""
+        """Remove everything this run made, whatever state it broke in; returns what it had to do and found.
+
+        The claims go first; the daemon and the watcher then finish what is in flight (a claim deleted
+        while its volume is made still gets its PV, which turns Released and is deleted) and remove
+        the PVs. Only what they could not remove is taken apart by hand, with the daemon's own code."""
         notes: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             listed = await self.core.list_namespaced_persistent_volume_claim(self.namespace)
             for claim in listed.items:
                 with contextlib.suppress(client.ApiException):
                     await self.core.delete_namespaced_persistent_volume_claim(claim.metadata.name, self.namespace)
-        if self.daemon.alive() and self.watcher.alive():  # they remove the storage and the PVs
+        if self.daemon.alive() and self.watcher.alive():
             deadline = time.monotonic() + CLEANUP_SECONDS
+            await asyncio.sleep(1.0)  # a request the watcher was about to send for a claim just deleted
             while time.monotonic() < deadline:
-                if not await self._our_pvs():
+                if not self._in_flight() and not await self._our_pvs():
                     break
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
+            self._note_results()
         if self.event_live and self.daemon.alive():
             with contextlib.suppress(Exception):
                 await self.event_round("delete", sorted(self.event_live), None)
@@ -512,14 +524,12 @@ class Run:
         found = await self.leftovers()
         if found:
             notes["found_then_removed"] = found
-            listed_names = set(found.get("gluster volumes", []))
-            listed_bricks = {b for key, bricks in found.items() if key != "gluster volumes" for b in bricks}
-            for volume in self.made.values():
-                if volume.name in listed_names or any(str(b.id) in listed_bricks for b in volume.bricks):
-                    try:
-                        await self.floor.delete(volume, missing_ok=True)
-                    except Exception as e:
-                        print(f"  could not clean up {volume.name}: {e}", file=sys.stderr)
+            bricks = {b for key, ids in found.items() if key != "gluster volumes" for b in ids}
+            known = [v for v in self.made.values() if any(str(b.id) in bricks for b in v.bricks)]
+            fstab = self.stack.daemon_env()["PROVISIONER_STORAGE__FSTAB"]
+            await remove_volumes(
+                self.executor, self.topology, found.get("gluster volumes", []), known=known, fstab=fstab
+            )
             found = await self.leftovers()
         notes["leftovers"] = found
         with contextlib.suppress(client.ApiException):
@@ -527,6 +537,12 @@ class Run:
         with contextlib.suppress(client.ApiException):
             await self.core.delete_namespace(self.namespace)
         return notes
+
+    def _in_flight(self) -> list[str]:
+        """Requests the watcher sent for our claims and PVs that have no result yet."""
+        ids = [request_id("provision", uid) for uid in self.all_claim_uids]
+        ids += [request_id("delete", uid) for uid in self.observer.pv_uids.values()]
+        return [i for i in ids if i in self.observer.requests and i not in self.bus.arrived]
 
     async def _our_pvs(self) -> list[str]:
         try:
@@ -547,7 +563,7 @@ class Run:
         ours = {v.name for v in self.made.values()}
         ours |= {volume_name_for(VolumeId(claims.claim_volume_id(uid))) for uid in self.all_claim_uids}
         found: dict[str, list[str]] = {}
-        for node in self.floor.cluster.nodes:
+        for node in self.topology.nodes:
             dirs = [d.name for d in node.devices]
             images = await self.executor.run(
                 node.manage, ("find", *dirs, "-maxdepth", "1", "-name", "brick_*.img"), timeout=60, check=False
@@ -556,11 +572,57 @@ class Run:
             mine = sorted(i for i in ids if i in images.stdout or i in mounts.stdout)
             if mine:
                 found[node.manage] = mine
-        volumes = await gluster_volumes(self.executor, self.floor.cluster.nodes[0].manage)
+        volumes = await gluster_volumes(self.executor, self.topology.nodes[0].manage)
         left = [v for v in volumes if v in ours or v.startswith(self.stack.prefix + "_")]
         if left:
             found["gluster volumes"] = left
         return found
+
+
+async def remove_volumes(
+    executor: Executor, cluster: Cluster, volume_names: Iterable[str], *, known: Iterable[Volume], fstab: str
+) -> None:
+    """Take apart, with the daemon's own code (gluster stop/delete, then per brick umount, fstab line,
+    image, mount point), the named gluster volumes (their bricks read from ``gluster volume info``)
+    and the ``known`` volumes."""
+    ops = VolumeOperations(executor, StorageSettings(fstab=fstab))
+    volumes = {v.name: v for v in known}
+    for name in volume_names:
+        listed = await executor.run(
+            cluster.nodes[0].manage, commands.volume_info(name, timeout=60), timeout=90, check=False
+        )
+        for info in parse_volume_info(listed.stdout) if listed.exit_status == 0 else []:
+            volumes.setdefault(name, rebuilt(cluster, info))
+    for volume in volumes.values():
+        try:
+            await ops.remove(cluster, volume)
+            print(f"  removed {volume.name} by hand", flush=True)
+        except Exception as e:
+            print(f"  could not remove {volume.name}: {e}", file=sys.stderr)
+
+
+_BRICK_PATH = re.compile(r"/vg_([0-9a-f]+)/brick_([0-9a-f]+)/brick$")
+
+
+def rebuilt(cluster: Cluster, info: VolumeInfo) -> Volume:
+    """A volume of ours as the daemon would know it, from what gluster says (brick paths name the
+    device and brick ids; the volume id is its ``user.provisioner.id`` option)."""
+    bricks = []
+    for i, brick in enumerate(info.bricks):
+        match = _BRICK_PATH.search(brick.path)
+        if match is None:
+            raise ValueError(f"{info.name}: brick {brick.path} is not one of ours")
+        device = DeviceId(match.group(1))
+        node, _ = cluster.device(device)
+        bricks.append(
+            Brick(
+                id=BrickId(match.group(2)), node=node.id, device=device, size=0, set_index=i // 3, arbiter=brick.arbiter
+            )
+        )
+    volume_id = VolumeId(info.options.get(ID_OPTION, ""))
+    return Volume(
+        id=volume_id, name=info.name, cluster=cluster.id, size=0, durability=Replicate(), bricks=tuple(bricks)
+    )
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -608,7 +670,7 @@ def breakdown(groups: dict[tuple[str, str, str], Phase]) -> list[dict[str, Any]]
             continue
         steps = PROVISION_STEPS if action == "provision" else DELETE_STEPS
         intervals: dict[str, float | None] = {}
-        for label, start, stop in steps:
+        for label, start, stop, _ in steps:
             values = [
                 m[stop] - m.get(start, 0.0)
                 for m in group.milestones
@@ -624,7 +686,9 @@ def breakdown(groups: dict[tuple[str, str, str], Phase]) -> list[dict[str, Any]]
                 "mean_latency": statistics.fmean(group.latencies),
                 "intervals": intervals,
                 "handler": _handler(group, action),
-                "kubernetes_step": group.steps.get("kubernetes", {}).get("seconds", 0.0) / group.volumes,
+                "kubernetes_step": _step(group, "kubernetes"),
+                "brick_step": _step(group, "brick_create"),
+                "floor_brick_step": _step(floor, "brick_create"),
                 "ssh_commands_per_volume": _commands(group),
                 "floor_mean_latency": statistics.fmean(floor.latencies) if floor and floor.latencies else None,
                 "floor_handler": _handler(floor, action) if floor else None,
@@ -640,7 +704,15 @@ def _handler(group: Phase, action: str) -> float:
 
 
 def _commands(group: Phase) -> float:
-    return sum(v["count"] for k, v in group.commands.items() if k != "true") / max(1, group.volumes)
+    """Node commands per volume, without the daemon's health probe (which runs on a timer)."""
+    counted = (v["count"] for k, v in group.commands.items() if k not in ("true", "gluster_pool_list"))
+    return sum(counted) / max(1, group.volumes)
+
+
+def _step(group: Phase | None, step: str) -> float:
+    if group is None or not group.volumes:
+        return 0.0
+    return group.steps.get(step, {}).get("seconds", 0.0) / group.volumes
 
 
 def print_tables(compared: list[dict[str, Any]], broken_down: list[dict[str, Any]]) -> None:
@@ -654,7 +726,7 @@ def print_tables(compared: list[dict[str, Any]], broken_down: list[dict[str, Any
                 rows.append((c["mode"], path, c["samples"], s["p50"], s["p90"], s["max"], s["wall"], *ratios))
         print(table(("mode", "path", "N", "p50", "p90", "max", "wall", "p50 k8s/floor", "wall k8s/floor"), rows))
     for action, steps in (("provision", PROVISION_STEPS), ("delete", DELETE_STEPS)):
-        labels = [label for label, _, _ in steps]
+        labels = [label for label, _, _, _ in steps]
         print(f"\nWhere the Kubernetes path's {action} time goes: mean seconds per claim")
         rows = [
             (
@@ -663,16 +735,38 @@ def print_tables(compared: list[dict[str, Any]], broken_down: list[dict[str, Any
                 *("-" if b["intervals"][label] is None else b["intervals"][label] for label in labels),
                 b["handler"],
                 b["kubernetes_step"],
+                *((b["brick_step"],) if action == "provision" else ()),
                 f"{b['ssh_commands_per_volume']:.1f}",
                 b["floor_mean_latency"] or 0.0,
                 b["floor_handler"] or 0.0,
+                *((b["floor_brick_step"],) if action == "provision" else ()),
                 f"{b['floor_ssh_commands_per_volume'] or 0.0:.1f}",
             )
             for b in broken_down
             if b["action"] == action
         ]
-        headers = ("mode", "latency", *labels, "handler", "kube step", "ssh/vol", "floor", "floor handler", "ssh/vol")
+        bricks = ("bricks",) if action == "provision" else ()
+        headers = (
+            "mode",
+            "k8s",
+            *labels,
+            "handler",
+            "kube",
+            *bricks,
+            "ssh/vol",
+            "floor",
+            "handler",
+            *bricks,
+            "ssh/vol",
+        )
         print(table(headers, rows))
+        for label, _, _, who in steps:
+            print(f"  {label:<18} {who}")
+    print(
+        "  k8s, floor: mean latency of each path; handler: the daemon's seconds per request"
+        " (provisioner_request_duration_seconds);\n  kube: its Kubernetes API calls per request; bricks: its"
+        " brick_create step (the gid adds chown + chmod per brick); ssh/vol: node commands per volume"
+    )
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -691,11 +785,10 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     logs = {who: RESULTS / f"kube-{stamp}.{who}.log" for who in ("daemon", "watch")}
     report.data["logs"] = {k: str(v.relative_to(REPO)) for k, v in logs.items()}
     nodes = json.loads(TOPOLOGY.read_text())["clusters"][0]["nodes"]
-    floor_cluster = cluster_from(models.LoadTopology.model_validate({"cluster": f"kube-{run_id}", "nodes": nodes}))
+    topology = cluster_from(models.LoadTopology.model_validate({"cluster": f"kube-{run_id}", "nodes": nodes}))
     executor = MeasuredExecutor(stack.ssh())
-    floor = Floor(executor, floor_cluster)
     async with api_client(args.kubeconfig) as api:
-        bench = Run(args, stack, api, run_id=run_id, logs=logs, floor=floor, executor=executor)
+        bench = Run(args, stack, api, run_id=run_id, logs=logs, cluster=topology, executor=executor)
         report.data["run"] = {
             "prefix": stack.prefix,
             "cluster": bench.cluster,
@@ -705,7 +798,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         }
         try:
             await bench.set_up()
-            others = await gluster_volumes(executor, floor_cluster.nodes[0].manage)
+            others = await gluster_volumes(executor, topology.nodes[0].manage)
             report.data["other_gluster_volumes_at_start"] = len(others)
             print(f"daemon and watcher up ({bench.namespace}, {len(others)} other gluster volumes)", flush=True)
             await bench.phases()
@@ -757,8 +850,14 @@ def main() -> int:
     report.data["host_cpu_model"] = _cpu_model()
     try:
         asyncio.run(run(args, report))
-    finally:
-        written = report.save()  # a broken run still leaves what it measured
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (which cancels the run)
+        report.data["interrupted"] = True
+        print(f"\ninterrupted after cleaning up (see above); written {report.save().relative_to(REPO)}")
+        return 130
+    except BaseException:
+        report.save()  # a broken run still leaves what it measured
+        raise
+    written = report.save()
     print(f"\nload average {report.data['load_before']} -> {loadavg()}; written {written.relative_to(REPO)}")
     return 0
 
