@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from provisioner.domain import Cluster, ClusterId, Device, DeviceId, Node, NodeId
 from provisioner.errors import CommandFailed
 from provisioner.events import models
 from provisioner.events.envelope import Event
@@ -17,6 +18,25 @@ from provisioner.state import DesiredState, StateChange
 
 Fault = Callable[[str, Argv], BaseException | CommandResult | None]
 GiB = 1024**3
+
+
+def cluster(*nodes: tuple[int, list[int]]) -> Cluster:
+    """A cluster for the pure planners: nodes as (zone, [device capacities in GiB])."""
+    return Cluster(
+        id=ClusterId("c"),
+        nodes=tuple(
+            Node(
+                id=NodeId(f"n{i}"),
+                manage=f"10.0.0.{i}",
+                storage=f"10.0.0.{i}",
+                zone=zone,
+                devices=tuple(
+                    Device(id=DeviceId(f"n{i}d{j}"), name=f"/d{j}", capacity=cap * GiB) for j, cap in enumerate(caps)
+                ),
+            )
+            for i, (zone, caps) in enumerate(nodes)
+        ),
+    )
 
 
 class Intent:

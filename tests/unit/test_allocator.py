@@ -12,39 +12,17 @@ from hypothesis import strategies as st
 from provisioner.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
 from provisioner.domain import (
     Cluster,
-    ClusterId,
-    Device,
     DeviceId,
     Disperse,
     Distribute,
     Durability,
-    Node,
-    NodeId,
     Replicate,
     VolumeId,
 )
 from provisioner.errors import NoCapacity
+from tests.fakes import cluster
 
 GiB = 1024**3
-
-
-def cluster(*nodes: tuple[int, list[int]]) -> Cluster:
-    """Nodes as (zone, [device capacities in GiB])."""
-    return Cluster(
-        id=ClusterId("c"),
-        nodes=tuple(
-            Node(
-                id=NodeId(f"n{i}"),
-                manage=f"10.0.0.{i}",
-                storage=f"10.0.0.{i}",
-                zone=zone,
-                devices=tuple(
-                    Device(id=DeviceId(f"n{i}d{j}"), name=f"/d{j}", capacity=cap * GiB) for j, cap in enumerate(caps)
-                ),
-            )
-            for i, (zone, caps) in enumerate(nodes)
-        ),
-    )
 
 
 REPLICA3 = Replicate()

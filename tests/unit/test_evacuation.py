@@ -17,12 +17,10 @@ from provisioner.domain import (
     BrickId,
     Cluster,
     ClusterId,
-    Device,
     DeviceId,
     Disperse,
     Distribute,
     Durability,
-    Node,
     NodeId,
     Replacement,
     Replicate,
@@ -39,32 +37,13 @@ from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
 from provisioner.worker import Worker
-from tests.fakes import FakeNodes, Fault, Intent, no_sleep, topology, xml
+from tests.fakes import FakeNodes, Fault, Intent, cluster, no_sleep, topology, xml
 
 GiB = 1024**3
 LIMITS = Limits()
 
 
 # --- the pure planner ---------------------------------------------------------------------------------
-
-
-def cluster(*nodes: tuple[int, list[int]]) -> Cluster:
-    """Nodes as (zone, [device capacities in GiB])."""
-    return Cluster(
-        id=ClusterId("c"),
-        nodes=tuple(
-            Node(
-                id=NodeId(f"n{i}"),
-                manage=f"10.0.0.{i}",
-                storage=f"10.0.0.{i}",
-                zone=zone,
-                devices=tuple(
-                    Device(id=DeviceId(f"n{i}d{j}"), name=f"/d{j}", capacity=cap * GiB) for j, cap in enumerate(caps)
-                ),
-            )
-            for i, (zone, caps) in enumerate(nodes)
-        ),
-    )
 
 
 REPLICA3 = Replicate()
