@@ -483,7 +483,7 @@ def _render_report(report: reconciler.Report, *, as_json: bool) -> str:
 
     def outcome(drift: Drift) -> str:
         if id(drift) in repaired:
-            return "repaired"
+            return "request sent" if drift.kind == "interrupted" else "repaired"
         return f"repair failed: {failures[id(drift)]}" if id(drift) in failures else ""
 
     if as_json:
