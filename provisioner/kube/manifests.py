@@ -3,7 +3,8 @@
 The PV follows the external-provisioner contract (name, ``claimRef`` with uid, ``provisioned-by``,
 reclaim policy and mount options from the StorageClass) and the in-tree glusterfs provisioner's
 shape (gid annotation, Endpoints + headless Service listing the storage servers). The Endpoints and
-Service are owned by the PV, so the garbage collector removes them with it even if we never get to.
+Service have no owner: a retained PV keeps them after its claim is gone, and a delete request removes
+all three explicitly once the storage is gone.
 """
 
 from __future__ import annotations
@@ -82,37 +83,32 @@ def servers(volume: VolumeOut) -> list[str]:
     return [volume.mount.split(":", 1)[0], *volume.backup_servers]
 
 
-def _owned_by(pv_name: str, pv_uid: str) -> list[Manifest]:
-    return [{"apiVersion": "v1", "kind": "PersistentVolume", "name": pv_name, "uid": pv_uid}]
-
-
-def endpoints(claim: ClaimRef, hosts: Sequence[str], *, pv_uid: str) -> Manifest:
+def endpoints(claim: ClaimRef, hosts: Sequence[str]) -> Manifest:
     """Endpoints take addresses only: hosts that are not IP literals are left out (a CSI source needs none)."""
     addresses = [{"ip": host} for host in hosts if _is_ip(host)]
     subsets = [{"addresses": addresses, "ports": [{"port": GLUSTER_PORT, "protocol": "TCP"}]}] if addresses else []
     return {
         "apiVersion": "v1",
         "kind": "Endpoints",
-        "metadata": _service_metadata(claim, pv_uid),
+        "metadata": _service_metadata(claim),
         "subsets": subsets,
     }
 
 
-def service(claim: ClaimRef, *, pv_uid: str) -> Manifest:
+def service(claim: ClaimRef) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _service_metadata(claim, pv_uid),
+        "metadata": _service_metadata(claim),
         "spec": {"clusterIP": "None", "ports": [{"port": GLUSTER_PORT, "protocol": "TCP", "targetPort": GLUSTER_PORT}]},
     }
 
 
-def _service_metadata(claim: ClaimRef, pv_uid: str) -> Manifest:
+def _service_metadata(claim: ClaimRef) -> Manifest:
     return {
         "name": names.service_name(claim.uid),
         "namespace": claim.namespace,
         "labels": {names.PROVISIONED_FOR: claim.name[:63].rstrip("-._")},
-        "ownerReferences": _owned_by(names.pv_name(claim.uid), pv_uid),
     }
 
 

@@ -60,28 +60,14 @@ class KubeObjects:
         )
 
     async def publish(self, spec: ClaimVolume, volume: VolumeOut) -> str:
-        """Create the PV, then the Endpoints and Service it owns, and annotate the claim; the PV's name."""
+        """Annotate the claim, create the Endpoints and Service, then the PV; the PV's name.
+
+        The PV comes last because its creation is what lets the binder bind the claim: a Bound claim
+        already has its annotation, and a pod that mounts it at once finds the Endpoints it needs."""
         claim = spec.claim
         pv = manifests.persistent_volume(spec, volume)
-        name = pv["metadata"]["name"]
-        pv_uid = await self._existing_pv_uid(name, claim)
-        created = pv_uid is None
-        if pv_uid is None:
-            made = await self._call(
-                f"create PersistentVolume {name}",
-                lambda: self._core.create_persistent_volume(as_body(pv), _request_timeout=self._timeout),
-            )
-            assert made is not None
-            pv_uid = str(made.metadata.uid)
-        for kind, body, create in (
-            ("Service", manifests.service(claim, pv_uid=pv_uid), self._core.create_namespaced_service),
-            (
-                "Endpoints",
-                manifests.endpoints(claim, manifests.servers(volume), pv_uid=pv_uid),
-                self._core.create_namespaced_endpoints,
-            ),
-        ):
-            await self._create_if_absent(f"create {kind} {claim.namespace}/{body['metadata']['name']}", create, body)
+        name = str(pv["metadata"]["name"])
+        existing = await self._existing_pv_uid(name, claim)  # also refuses a PV of that name for another claim
         annotated = await self._call(
             f"annotate claim {claim.namespace}/{claim.name}",
             lambda: self._core.patch_namespaced_persistent_volume_claim(
@@ -96,9 +82,22 @@ class KubeObjects:
             log.warning(
                 "claim %s/%s is gone; its PV %s will be Released and deleted", claim.namespace, claim.name, name
             )
-        if created:
+        for kind, body, create in (
+            ("Service", manifests.service(claim), self._core.create_namespaced_service),
+            (
+                "Endpoints",
+                manifests.endpoints(claim, manifests.servers(volume)),
+                self._core.create_namespaced_endpoints,
+            ),
+        ):
+            await self._create_if_absent(f"create {kind} {claim.namespace}/{body['metadata']['name']}", create, body)
+        if existing is None:
+            await self._call(
+                f"create PersistentVolume {name}",
+                lambda: self._core.create_persistent_volume(as_body(pv), _request_timeout=self._timeout),
+            )
             await self.event(claim, "ProvisioningSucceeded", f"Successfully provisioned volume {name}")
-        return str(name)
+        return name
 
     async def _existing_pv_uid(self, name: str, claim: ClaimRef) -> str | None:
         """The uid of the PV when it is there for this claim; a PV of that name for another claim is a conflict."""

@@ -231,7 +231,6 @@ def service_metadata(label: str = "data") -> dict[str, Any]:
         "name": f"glusterfs-dynamic-{UID}",
         "namespace": "apps",
         "labels": {"gluster.kubernetes.io/provisioned-for-pvc": label},
-        "ownerReferences": [{"apiVersion": "v1", "kind": "PersistentVolume", "name": f"pvc-{UID}", "uid": PV_UID}],
     }
 
 
@@ -241,7 +240,7 @@ def test_servers_are_the_mount_host_then_the_backups() -> None:
 
 def test_endpoints_keep_ip_hosts_and_leave_hostnames_out() -> None:
     hosts = ["10.0.0.1", "gluster-2.example.com", "fd00::3", "node4"]
-    assert manifests.endpoints(claim_ref(), hosts, pv_uid=PV_UID) == {
+    assert manifests.endpoints(claim_ref(), hosts) == {
         "apiVersion": "v1",
         "kind": "Endpoints",
         "metadata": service_metadata(),
@@ -250,13 +249,13 @@ def test_endpoints_keep_ip_hosts_and_leave_hostnames_out() -> None:
 
 
 def test_endpoints_without_any_ip_have_no_subsets() -> None:
-    endpoints = manifests.endpoints(claim_ref(), ["gluster-1", "gluster-2"], pv_uid=PV_UID)
+    endpoints = manifests.endpoints(claim_ref(), ["gluster-1", "gluster-2"])
     assert endpoints["subsets"] == []
-    assert manifests.endpoints(claim_ref(), [], pv_uid=PV_UID)["subsets"] == []
+    assert manifests.endpoints(claim_ref(), [])["subsets"] == []
 
 
-def test_service_is_headless_on_port_one_and_owned_by_the_pv() -> None:
-    assert manifests.service(claim_ref(), pv_uid=PV_UID) == {
+def test_service_is_headless_on_port_one_without_an_owner() -> None:
+    assert manifests.service(claim_ref()) == {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": service_metadata(),
@@ -266,7 +265,7 @@ def test_service_is_headless_on_port_one_and_owned_by_the_pv() -> None:
 
 def test_service_label_is_a_valid_label_value_for_a_long_claim_name() -> None:
     name = "a" * 62 + "-b" + "c" * 100  # 63rd character is a '-': the label must not end with it
-    label = manifests.service(claim_ref(name), pv_uid=PV_UID)["metadata"]["labels"][names.PROVISIONED_FOR]
+    label = manifests.service(claim_ref(name))["metadata"]["labels"][names.PROVISIONED_FOR]
     assert label == "a" * 62
 
 
