@@ -51,6 +51,7 @@ from prometheus_client import generate_latest
 
 from bench.common import REPO, RESULTS, GiB, Report, histogram_delta, loadavg, parse_metrics, summary, table
 from bench.floor import Floor
+from devstack.stack import Daemon, Stack, load_stack
 from provisioner.bus.publisher import Outgoing, PartitionPublisher
 from provisioner.bus.topics import topic_partitions
 from provisioner.domain import Brick, BrickId, ClusterId, DeviceId, NodeId, Replicate, Volume, VolumeId
@@ -60,9 +61,8 @@ from provisioner.events.envelope import Event, decode_result, encode, new_event
 from provisioner.events.models import is_terminal
 from provisioner.executor import Executor
 from provisioner.executor.measured import MeasuredExecutor
+from provisioner.planning.clusters import cluster_from
 from provisioner.settings import KafkaSettings
-from provisioner.topology import cluster_from
-from tests.stack import Daemon, Stack, load_stack
 
 log = logging.getLogger("bench.e2e")
 SOURCE = "/bench/e2e"

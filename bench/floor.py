@@ -24,14 +24,14 @@ import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
-from provisioner.allocator import PlacementRequest, plan_volume
 from provisioner.domain import Cluster, Replicate, Volume, VolumeId, new_id
 from provisioner.executor import Executor
-from provisioner.reconcile import ID_OPTION
+from provisioner.planning.allocator import PlacementRequest, plan_volume
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage import commands
 from provisioner.storage.backends import BrickSpec, image_path
 from provisioner.storage.parsing import OpResult, parse_op_result
+from provisioner.storage.tags import ID_OPTION, IMAGE_VOLUME_XATTR
 
 COMMAND_TIMEOUT = 120.0  # StorageSettings.command_timeout
 GLUSTER_TIMEOUT = 120  # StorageSettings.gluster_timeout (the SSH timeout adds 30, as in the daemon)
@@ -115,7 +115,7 @@ class Floor:
         if not mounted:
             await self._run(spec.node.manage, commands.mkdir(spec.mount_point))
             await self._run(spec.node.manage, commands.create_image(image, spec.brick.size))
-            await self._run(spec.node.manage, commands.tag_file(image, "volume", spec.volume))
+            await self._run(spec.node.manage, commands.tag_file(image, IMAGE_VOLUME_XATTR, spec.volume))
             await self._run(spec.node.manage, commands.make_xfs(image, arbiter=spec.brick.arbiter))
             await self._run(spec.node.manage, commands.mount_loop(image, spec.mount_point))
         await self._run(spec.node.manage, commands.mkdir(spec.path))

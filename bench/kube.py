@@ -80,23 +80,24 @@ from bench.e2e import (
     delete_topics,
     gluster_volumes,
 )
+from devstack.kube import api_client, ensure_kube
+from devstack.stack import Daemon, Stack, load_stack, load_topology
 from provisioner.bus.topics import topic_partitions
 from provisioner.domain import Brick, BrickId, Cluster, DeviceId, Replicate, Volume, VolumeId, volume_name_for
 from provisioner.events import models
 from provisioner.events.envelope import header, new_event
 from provisioner.executor import Executor
 from provisioner.executor.measured import MeasuredExecutor
-from provisioner.kube import claims, names
-from provisioner.kube.informer import Informer, Obj, api_source
-from provisioner.kube.watcher import request_id
-from provisioner.reconcile import ID_OPTION
+from provisioner.kube import names
+from provisioner.planning.clusters import cluster_from
 from provisioner.settings import KafkaSettings, StorageSettings
 from provisioner.storage import commands
 from provisioner.storage.operations import VolumeOperations
 from provisioner.storage.parsing import VolumeInfo, parse_volume_info
-from provisioner.topology import cluster_from
-from tests.kube import api_client, ensure_kube
-from tests.stack import Daemon, Stack, load_stack, load_topology
+from provisioner.storage.tags import ID_OPTION
+from provisioner.watch import decisions as claims
+from provisioner.watch.informer import Informer, Obj, api_source
+from provisioner.watch.watcher import request_id
 
 log = logging.getLogger("bench.kube")
 SOURCE = "/bench/kube"

@@ -41,7 +41,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import REPO, GiB, Report, Stopwatch, loadavg, peak_rss_bytes, rss_bytes, summary, table
-from provisioner.allocator import Limits, PlacementRequest, plan_volume
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.domain import (
@@ -60,6 +59,7 @@ from provisioner.domain import (
     derive_id,
     volume_name_for,
 )
+from provisioner.planning.allocator import Limits, PlacementRequest, plan_volume
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange
 
@@ -423,7 +423,7 @@ def main() -> int:
     if args.rebuild:
         bootstrap = args.bootstrap
         if bootstrap is None:
-            from tests.stack import load_stack
+            from devstack.stack import load_stack
 
             bootstrap = load_stack().bootstrap
         rebuild = measure_rebuild(args, report, bootstrap)

@@ -17,22 +17,23 @@ from provisioner.bus.lane import Completion, Intent
 from provisioner.bus.publisher import Outgoing
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
-from provisioner.capacity import CapacityCollector, ObservedSpace
 from provisioner.events.envelope import Event, encode
 from provisioner.executor import Executor
 from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import ssh_executor
-from provisioner.health import NodeHealth
-from provisioner.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
+from provisioner.handling.volumes import Worker
 from provisioner.kube.api import new_client
 from provisioner.kube.objects import KubeObjects
-from provisioner.reconciler import PeriodicReconciler
+from provisioner.observe.capacity import CapacityCollector
+from provisioner.observe.health import NodeHealth
+from provisioner.observe.http import KafkaCheck, NodeCheck, Readiness, StateCheck, serve
+from provisioner.planning.placement import ObservedSpace
+from provisioner.reconcile.inventory import NodeInventory
+from provisioner.reconcile.runs import PeriodicReconciler
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
-from provisioner.storage.inventory import NodeInventory
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -18,19 +18,20 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from provisioner import __version__, app, reconciler
+from provisioner import __version__, app
 from provisioner.bus import client
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.errors import ConfigError, ProvisionerError, TemporaryError
 from provisioner.events import asyncapi, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.events.schema import schemas
-from provisioner.kube import watcher
-from provisioner.reconcile import Drift
+from provisioner.planning.clusters import requests_from_file
+from provisioner.reconcile import runs as reconciler
+from provisioner.reconcile.drift import Drift
 from provisioner.settings import ENV_PREFIX, Settings
 from provisioner.state import DesiredState
-from provisioner.topology import requests_from_file
 from provisioner.units import format_size, parse_size
+from provisioner.watch import watcher
 
 M = TypeVar("M", bound=models.Model)
 

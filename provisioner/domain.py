@@ -102,6 +102,15 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceSpace:
+    """A device's room as its node reports it (statfs of a file device's filesystem, or its VG)."""
+
+    device: DeviceId
+    size: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     id: NodeId
     manage: str  # where SSH goes

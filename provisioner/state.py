@@ -19,9 +19,9 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter
 
-from provisioner.allocator import DeviceUsage
 from provisioner.domain import Cluster, ClusterId, Volume, VolumeId
 from provisioner.errors import UnknownCluster
+from provisioner.planning.allocator import DeviceUsage
 
 _CLUSTER = TypeAdapter(Cluster)
 _VOLUME = TypeAdapter(Volume)

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.stack import Daemon, Stack, load_stack
+from devstack.stack import Daemon, Stack, load_stack
 
 
 @pytest.fixture(scope="session")

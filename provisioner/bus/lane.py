@@ -24,8 +24,8 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 from provisioner import metrics
-from provisioner.bus.ledger import Ledger, ledger_key
 from provisioner.bus.publisher import Outgoing, PartitionLost, PartitionPublisher
+from provisioner.delivery.ledger import Ledger, ledger_key
 from provisioner.errors import InvalidEvent, TemporaryError
 from provisioner.events.envelope import Event, decode_request, encode
 from provisioner.events.models import REQUEST_KINDS

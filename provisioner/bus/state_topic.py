@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from provisioner.bus.ledger import Ledger
 from provisioner.bus.topics import topic_partitions
+from provisioner.delivery.ledger import Ledger
 from provisioner.errors import TemporaryError
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange, UnknownRecord

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from provisioner.domain import Brick, BrickBackend, Device, Node, VolumeId, brick_mount_point
 from provisioner.executor import Executor
-from provisioner.storage import commands
+from provisioner.storage import commands, tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +108,8 @@ class FileBackend(_NodeCommands):
         if not mounted:
             await self._run(host, commands.mkdir(spec.mount_point))
             await self._run(host, commands.create_image(image, spec.brick.size))
-            await self._run(host, commands.tag_file(image, "volume", spec.volume))
-            if spec.owner:
-                await self._run(host, commands.tag_file(image, "owner", spec.owner))
+            for xattr, value in tags.image_xattrs(spec.volume, spec.owner):
+                await self._run(host, commands.tag_file(image, xattr, value))
             await self._run(host, commands.make_xfs(image, arbiter=spec.brick.arbiter))
         # Outside the ``mounted`` test: a crash between mount and fstab must still get its line.
         await self._add_to_fstab(spec, image, commands.LOOP_MOUNT_OPTIONS)
@@ -210,15 +209,13 @@ class LvmBackend(_NodeCommands):
         host = spec.node.manage
         vg, pool, lv = vg_name(spec.device), pool_name(spec.brick), lv_name(spec.brick)
         size = thin_pool_size(spec.brick.size, spec.snapshot_factor)
-        tags: tuple[tuple[str, str], ...] = (("provisioner.volume", spec.volume), ("provisioner.brick", spec.brick.id))
-        if spec.owner:
-            tags += (("provisioner.owner", spec.owner),)
+        marks = tags.lv_tags(spec.volume, spec.brick.id, spec.owner)
         if await self._succeeds(host, commands.lv_exists(vg, pool)):
             # A crash left the pool without its LV: only the thin LV is missing.
-            await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=tags))
+            await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=marks))
             return
         argv = commands.thin_pool_and_lv_create(
-            vg, pool, lv, pool_kib=size.pool, metadata_kib=size.metadata, virtual_kib=size.virtual, tags=tags
+            vg, pool, lv, pool_kib=size.pool, metadata_kib=size.metadata, virtual_kib=size.virtual, tags=marks
         )
         await self._run(host, argv)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from provisioner.domain import Disperse, Distribute, Durability, Replicate
+from provisioner.storage import tags
 
 Argv = tuple[str, ...]
 
@@ -66,9 +67,9 @@ def set_mode(path: str, mode: str) -> Argv:
     return ("chmod", mode, "--", path)
 
 
-def tag_file(path: str, name: str, value: str) -> Argv:
-    """Record our ids on a brick image as a user xattr, so a node describes itself."""
-    return ("setfattr", "-n", f"user.provisioner.{name}", "-v", value, "--", path)
+def tag_file(path: str, xattr: str, value: str) -> Argv:
+    """Record one of our marks (``storage.tags``) on a brick image as a user xattr."""
+    return ("setfattr", "-n", xattr, "-v", value, "--", path)
 
 
 def remove_file(path: str) -> Argv:
@@ -247,7 +248,7 @@ def list_brick_images(directory: str) -> Argv:
     """Every brick image of a file device with our xattrs, as ``getfattr -d`` dumps (no shell glob)."""
     return (
         "find", directory, "-maxdepth", "1", "-name", "brick_*.img",
-        "-exec", "getfattr", "--absolute-names", "-d", "-m", r"^user\.provisioner\.", "--", "{}", "+",
+        "-exec", "getfattr", "--absolute-names", "-d", "-m", tags.IMAGE_XATTR_PATTERN, "--", "{}", "+",
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from provisioner import metrics
-from provisioner.domain import Brick, Cluster, Device, Node, Volume, VolumeId
+from provisioner.domain import Brick, BrickId, Cluster, Device, DeviceId, Node, Volume, VolumeId
 from provisioner.errors import (
     GlusterBusy,
     GlusterError,
@@ -26,11 +26,11 @@ from provisioner.errors import (
     VolumeConflict,
 )
 from provisioner.executor import Executor
-from provisioner.reconcile import ID_OPTION, OWNER_OPTION, NodeBrick
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
 from provisioner.storage.backends import Backend, BrickSpec, backend_for
 from provisioner.storage.parsing import OpResult, VolumeInfo, parse_heal_info, parse_op_result, parse_volume_info
+from provisioner.storage.tags import ID_OPTION, OWNER_OPTION, volume_options
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class VolumeOperations:
             if not created.exists:
                 raise GlusterError(f"volume create {volume.name}: {created.message}")
             await self._adopt(cluster, volume)
-        ours = ((ID_OPTION, volume.id), *(((OWNER_OPTION, self.owner),) if self.owner else ()))
-        for key, value in (*ours, *volume.options):
+        for key, value in (*volume_options(volume.id, self.owner), *volume.options):
             result = await self._gluster(cluster, volume, commands.volume_set(volume.name, key, value, timeout=timeout))
             if not result.ok:
                 raise GlusterError(f"volume set {volume.name} {key}: {result.message}", reason="InvalidOption")
@@ -351,14 +350,14 @@ class VolumeOperations:
             raise VolumeConflict(f"gluster volume {name} does not carry our id {volume_id} and owner {self.owner}")
         await self._stop_and_delete(hosts, name, pool=cluster.id)
 
-    async def destroy_orphan_brick(self, cluster: Cluster, brick: NodeBrick) -> None:
+    async def destroy_orphan_brick(self, cluster: Cluster, device_id: DeviceId, brick_id: BrickId, volume: str) -> None:
         """Unmount and destroy a brick of ours that no volume record names."""
-        node, device = cluster.device(brick.device)
+        node, device = cluster.device(device_id)
         spec = BrickSpec(
             node=node,
             device=device,
-            brick=Brick(id=brick.brick, node=node.id, device=device.id, size=0, set_index=0),
-            volume=VolumeId(brick.volume or ""),
+            brick=Brick(id=brick_id, node=node.id, device=device.id, size=0, set_index=0),
+            volume=VolumeId(volume),
             brick_root=cluster.brick_root,
             owner=self.owner,
         )

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import models
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.executor.fault import CRASH_EXIT_CODE
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
-from tests.stack import Daemon, Stack, TopicReader, load_topology, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3

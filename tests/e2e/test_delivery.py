@@ -17,10 +17,10 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.errors import NonInteractiveExampleWarning
 
+from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import models
 from provisioner.events.envelope import Event, decode_result, encode, header, new_event
 from provisioner.storage import commands
-from tests.stack import Daemon, Stack, TopicReader, load_topology, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3

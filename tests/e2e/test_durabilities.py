@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import Daemon, Stack, TopicReader, produce
 from provisioner.events import models
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.executor.ssh import SshExecutor
 from provisioner.storage import commands
 from provisioner.storage.parsing import VolumeInfo, parse_volume_info
-from tests.stack import Daemon, Stack, TopicReader, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from devstack.stack import Daemon, Stack, load_topology
 from provisioner.events import models
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
-from tests.stack import Daemon, Stack, load_topology
 
 pytestmark = pytest.mark.integration
 FSTAB = "/var/lib/provisioner/fstab"

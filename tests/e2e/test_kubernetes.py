@@ -21,13 +21,13 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from devstack.kube import api_client, component_log_tail, ensure_kube
+from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import models
 from provisioner.events.envelope import encode, new_event
 from provisioner.kube import names
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
-from tests.kube import api_client, component_log_tail, ensure_kube
-from tests.stack import Daemon, Stack, TopicReader, load_topology, produce
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 240.0

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from devstack.stack import REPO, Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import models
 from provisioner.events.envelope import Event, encode, new_event
-from tests.stack import REPO, Daemon, Stack, TopicReader, load_topology, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import models
 from provisioner.events.envelope import encode, new_event
 from provisioner.executor.ssh import SshExecutor
-from provisioner.storage import commands
+from provisioner.storage import commands, tags
 from provisioner.storage.parsing import parse_volume_info
-from tests.stack import Daemon, Stack, TopicReader, load_topology, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3
@@ -81,8 +81,8 @@ class Planter:
         mount_point = f"{self.topology['brick_root']}/vg_{device['id']}/brick_{brick}"
         self.mounts.append((host, mount_point, image))
         await self.run(host, "truncate", "-s", "400M", image)
-        await self.run(host, *commands.tag_file(image, "volume", uuid.uuid4().hex))
-        await self.run(host, *commands.tag_file(image, "owner", owner))
+        await self.run(host, *commands.tag_file(image, tags.IMAGE_VOLUME_XATTR, uuid.uuid4().hex))
+        await self.run(host, *commands.tag_file(image, tags.IMAGE_OWNER_XATTR, owner))
         await self.run(host, *commands.make_xfs(image))
         await self.run(host, *commands.mkdir(mount_point))
         await self.run(host, *commands.mount_loop(image, mount_point))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import Daemon, Stack, TopicReader, produce
 from provisioner.events import models
 from provisioner.events.envelope import decode_result, encode, header, new_event
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
-from tests.stack import Daemon, Stack, TopicReader, produce
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3

@@ -25,10 +25,10 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with kubernetes-asyncio; no stubs installed
 from pydantic import BaseModel
 
+from devstack.kube import KUBE_STATE, REPO, ensure_kube
 from provisioner.events import models
-from provisioner.kube.storage_class import class_parameters
 from provisioner.settings import ENV_PREFIX, Settings
-from tests.kube import KUBE_STATE, REPO, ensure_kube
+from provisioner.watch.storage_class import class_parameters
 
 pytestmark = pytest.mark.integration
 

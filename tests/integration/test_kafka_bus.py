@@ -7,13 +7,13 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from devstack.stack import Stack
 from provisioner.bus.publisher import PartitionPublisher
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.domain import Cluster, ClusterId, Replicate, Volume, VolumeId, VolumeStatus
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange
-from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from tests.kube import api_client, component_log_tail, ensure_kube
+from devstack.kube import api_client, component_log_tail, ensure_kube
 
 pytestmark = pytest.mark.integration
 

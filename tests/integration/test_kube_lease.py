@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from provisioner.kube.lease import LeaderLease
-from tests.kube import api_client, ensure_kube
+from devstack.kube import api_client, ensure_kube
+from provisioner.watch.lease import LeaderLease
 
 pytestmark = pytest.mark.integration
 

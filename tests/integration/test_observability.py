@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with kubernetes-asyncio; no stubs installed
 
-from tests.stack import DEV_STATE, REPO, Daemon, Stack, free_port, produce
+from devstack.stack import DEV_STATE, REPO, Daemon, Stack, free_port, produce
 
 pytestmark = pytest.mark.integration
 

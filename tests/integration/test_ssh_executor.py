@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import Stack
 from provisioner.errors import CommandFailed, CommandTimeout, HostKeyRejected
 from provisioner.executor.ssh import SshExecutor, SshOptions
-from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
 from provisioner.domain import (
     Cluster,
     DeviceId,
@@ -20,6 +19,7 @@ from provisioner.domain import (
     VolumeId,
 )
 from provisioner.errors import NoCapacity
+from provisioner.planning.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
 from tests.fakes import cluster
 
 GiB = 1024**3

@@ -61,7 +61,7 @@ def test_file_brick_commands() -> None:
     assert commands.umount("/m/b") == ("umount", "--", "/m/b")
     assert commands.set_group("/m/b/brick", 2001) == ("chown", ":2001", "--", "/m/b/brick")
     assert commands.set_mode("/m/b/brick", "2775") == ("chmod", "2775", "--", "/m/b/brick")
-    assert commands.tag_file("/d/b.img", "volume", "ab" * 16) == (
+    assert commands.tag_file("/d/b.img", "user.provisioner.volume", "ab" * 16) == (
         "setfattr",
         "-n",
         "user.provisioner.volume",

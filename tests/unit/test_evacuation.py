@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner import cli, evacuation
-from provisioner.allocator import Limits, PlacementRequest, plan_volume
+from provisioner import cli
+from provisioner.delivery.outcome import Outcome
 from provisioner.domain import (
     Brick,
     BrickId,
@@ -32,11 +32,12 @@ from provisioner.errors import InvalidTopology, NoCapacity, NodeUnreachable
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.outcome import Outcome
+from provisioner.handling.volumes import Worker
+from provisioner.planning import evacuation
+from provisioner.planning.allocator import Limits, PlacementRequest, plan_volume
 from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Worker
 from tests.fakes import FakeNodes, Fault, Intent, cluster, no_sleep, topology, xml
 
 GiB = 1024**3

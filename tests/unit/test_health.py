@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from provisioner.errors import CommandTimeout, NodeUnreachable, TemporaryError
 from provisioner.events import models
 from provisioner.executor import Argv, CommandResult
-from provisioner.health import PROBE, NodeHealth
-from provisioner.http import NodeCheck
+from provisioner.observe.health import PROBE, NodeHealth
+from provisioner.observe.http import NodeCheck
+from provisioner.planning.clusters import cluster_from
 from provisioner.state import DesiredState, StateChange
-from provisioner.topology import cluster_from
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gluster"
 REPO = Path(__file__).resolve().parents[2]

@@ -21,15 +21,17 @@ from provisioner.domain import derive_id
 from provisioner.errors import PermanentError
 from provisioner.events import models
 from provisioner.events.envelope import Event
-from provisioner.kube import claims, manifests, names, watcher
-from provisioner.kube.claims import InvalidClaim
-from provisioner.kube.gids import GidPool, GidsExhausted
-from provisioner.kube.informer import Gone, Informer, Obj, Source
-from provisioner.kube.lease import LeaderLease
+from provisioner.kube import manifests, names
 from provisioner.kube.objects import KubeObjects
-from provisioner.kube.storage_class import GID_MAX, GID_MIN, ClassParameters, InvalidStorageClass, class_parameters
-from provisioner.kube.watcher import ClaimBridge, request_id
 from provisioner.settings import Settings
+from provisioner.watch import decisions as claims
+from provisioner.watch import watcher
+from provisioner.watch.decisions import InvalidClaim
+from provisioner.watch.gids import GidPool, GidsExhausted
+from provisioner.watch.informer import Gone, Informer, Obj, Source
+from provisioner.watch.lease import LeaderLease
+from provisioner.watch.storage_class import GID_MAX, GID_MIN, ClassParameters, InvalidStorageClass, class_parameters
+from provisioner.watch.watcher import ClaimBridge, request_id
 
 GiB = 1024**3
 UID = "0b7c3f2e-4d1a-4c6b-9e8f-1a2b3c4d5e6f"

@@ -23,16 +23,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from provisioner import metrics
-from provisioner.capacity import CapacityCollector
 from provisioner.domain import Brick, BrickId, DeviceId, NodeId, Replicate, Volume, VolumeId, VolumeStatus
 from provisioner.errors import InvalidEvent, NodeUnreachable, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import decode_request
 from provisioner.executor import Argv, CommandResult
-from provisioner.health import NodeHealth
-from provisioner.http import KafkaCheck, NodeCheck, Readiness, make_app
+from provisioner.observe.capacity import CapacityCollector
+from provisioner.observe.health import NodeHealth
+from provisioner.observe.http import KafkaCheck, NodeCheck, Readiness, make_app
+from provisioner.planning.clusters import cluster_from
 from provisioner.state import DesiredState, StateChange
-from provisioner.topology import cluster_from
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "grafana").rglob("*.json"))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.capacity import ObservedSpace
 from provisioner.domain import (
     Brick,
     BrickId,
@@ -15,6 +14,7 @@ from provisioner.domain import (
     ClusterId,
     Device,
     DeviceId,
+    DeviceSpace,
     Node,
     NodeId,
     Replacement,
@@ -23,8 +23,8 @@ from provisioner.domain import (
     VolumeId,
     VolumeStatus,
 )
-from provisioner.reconcile import (
-    DeviceSpace,
+from provisioner.planning.placement import ObservedSpace
+from provisioner.reconcile.drift import (
     Inventory,
     NodeBrick,
     bricks_from_images,

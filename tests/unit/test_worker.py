@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
 from provisioner.errors import NodeUnreachable
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.outcome import Outcome
+from provisioner.handling.volumes import Worker
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Worker
 from tests.fakes import FakeNodes, FakeVolume, Intent, no_sleep, topology, xml
 
 GiB = 1024**3

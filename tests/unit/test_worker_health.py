@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeStatus
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.outcome import Outcome
-from provisioner.placement import NothingDown
+from provisioner.handling.volumes import Worker
+from provisioner.planning.placement import NothingDown
 from provisioner.settings import Settings
 from provisioner.state import DesiredState
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Worker
 from tests.fakes import FakeNodes, Intent, no_sleep, xml
 
 GiB = 1024**3

@@ -11,18 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
 from provisioner.errors import PermanentError, ProvisionerError, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv
+from provisioner.handling.volumes import Worker
 from provisioner.kube import names
-from provisioner.kube.claims import claim_volume_id
-from provisioner.outcome import Outcome
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
-from provisioner.worker import Worker
+from provisioner.watch.decisions import claim_volume_id
 from tests.fakes import FakeNodes, Intent, topology
 
 GiB = 1024**3

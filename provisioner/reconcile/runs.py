@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from provisioner import metrics
 from provisioner.bus import client
 from provisioner.bus.state_topic import StateTopicReader
-from provisioner.capacity import ObservedSpace
 from provisioner.domain import Cluster, Volume, VolumeId, VolumeStatus
 from provisioner.errors import ProvisionerError, UnknownCluster
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor.ssh import ssh_executor
-from provisioner.reconcile import Drift, find_drift
+from provisioner.planning.placement import ObservedSpace
+from provisioner.reconcile.drift import Drift, find_drift
+from provisioner.reconcile.inventory import NodeInventory
 from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState
-from provisioner.storage.inventory import NodeInventory
 from provisioner.storage.operations import VolumeOperations
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _finishing_request(volume: Volume) -> Event:
 class PeriodicReconciler:
     """The daemon's pass: orphans only (missing and interrupted volumes are normal while requests run),
     counted in ``provisioner_reconcile_drift_*``, removed when ``worker.reconcile_repair`` is on; it
-    also refreshes the devices' observed room (``capacity.ObservedSpace``) that placement trusts."""
+    also refreshes the devices' observed room (``planning.placement.ObservedSpace``) that placement trusts."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 The allocator is pure and plans against a ``Cluster``; this module hands it the cluster as it can be
 used at this moment. Nodes the health prober reports down count as disabled, and each device offers
-no more than its node reported room for (``capacity.ObservedSpace``). The derived cluster is the same
+no more than its node reported room for (``ObservedSpace``). The derived cluster is the same
 object while nothing changes, so the allocator keeps its placement index. When a plan fails only
 because nodes are down, the failure says so (reason ``NodeDown``) and names them.
 """
@@ -13,8 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
-from provisioner.capacity import ObservedSpace
-from provisioner.domain import Cluster, ClusterId, Disperse, Durability, Replicate
+from provisioner.domain import Cluster, ClusterId, DeviceId, DeviceSpace, Disperse, Durability, Replicate
 from provisioner.errors import NoCapacity, ProvisionerError, TemporaryError
 
 T = TypeVar("T")
@@ -33,6 +32,51 @@ class NothingDown:
 
     def down(self, cluster: str) -> Mapping[str, str]:
         return {}
+
+
+class ObservedSpace:
+    """The devices' room as the nodes last reported it (kept by the reconcile passes).
+
+    Placement trusts the smaller of the topology's capacity and what is really there: at each
+    observation a device's cap becomes ``min(capacity, bytes placed on it then + its free bytes then)``,
+    so a filesystem or VG that filled up behind our back (other data, thin pools, a smaller disk than
+    declared) gets no more bricks. The cap only changes when the node is read again, so the capped
+    cluster is one object between observations and the allocator keeps its index.
+    """
+
+    def __init__(self) -> None:
+        self.devices: dict[DeviceId, DeviceSpace] = {}
+        self._caps: dict[DeviceId, int] = {}
+        self._version = 0
+        self._limited: dict[str, tuple[Cluster, int, Cluster]] = {}
+
+    def update(self, spaces: tuple[DeviceSpace, ...], placed: Mapping[DeviceId, int]) -> None:
+        """Record a node reading; ``placed`` is what desired state had on each device at that moment."""
+        for space in spaces:
+            self.devices[space.device] = space
+            self._caps[space.device] = placed.get(space.device, 0) + space.free
+        self._version += 1
+
+    def limit(self, cluster: Cluster) -> Cluster:
+        """``cluster`` with each observed device's capacity capped at what its node could hold."""
+        cached = self._limited.get(cluster.id)
+        if cached is not None and cached[0] is cluster and cached[1] == self._version:
+            return cached[2]
+        limited = cluster
+        if any(d.id in self._caps and self._caps[d.id] < d.capacity for n in cluster.nodes for d in n.devices):
+            nodes = tuple(
+                dataclasses.replace(
+                    node,
+                    devices=tuple(
+                        dataclasses.replace(d, capacity=min(d.capacity, self._caps.get(d.id, d.capacity)))
+                        for d in node.devices
+                    ),
+                )
+                for node in cluster.nodes
+            )
+            limited = dataclasses.replace(cluster, nodes=nodes)
+        self._limited[cluster.id] = (cluster, self._version, limited)
+        return limited
 
 
 class Placement:

@@ -32,15 +32,16 @@ from provisioner.bus.topics import ensure_topics
 from provisioner.errors import ProvisionerError, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
-from provisioner.http import serve
-from provisioner.kube import claims, names
+from provisioner.kube import names
 from provisioner.kube.api import api_error, new_client
-from provisioner.kube.gids import GidPool
-from provisioner.kube.informer import Informer, Obj, api_source
-from provisioner.kube.lease import LeaderLease
 from provisioner.kube.objects import KubeObjects
-from provisioner.kube.storage_class import class_parameters
+from provisioner.observe.http import serve
 from provisioner.settings import Settings
+from provisioner.watch import decisions as claims
+from provisioner.watch.gids import GidPool
+from provisioner.watch.informer import Informer, Obj, api_source
+from provisioner.watch.lease import LeaderLease
+from provisioner.watch.storage_class import class_parameters
 
 log = logging.getLogger(__name__)
 Send = Callable[[Event, str], Awaitable[None]]

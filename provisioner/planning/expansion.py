@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from provisioner.allocator import Limits, PlacementRequest, Usage, ZoneChecking, plan_volume
 from provisioner.domain import Brick, BrickId, Cluster, Volume, VolumeId, derive_id
 from provisioner.errors import NoCapacity
+from provisioner.planning.allocator import Limits, PlacementRequest, Usage, ZoneChecking, plan_volume
 
 
 def data_brick_size(volume: Volume) -> int:

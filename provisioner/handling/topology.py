@@ -14,18 +14,19 @@ import dataclasses
 import functools
 import logging
 
-from provisioner import evacuation, metrics
-from provisioner.allocator import Limits
+from provisioner import metrics
+from provisioner.delivery.outcome import IntentWriter, Outcome, progress, succeeded
 from provisioner.domain import Cluster, ClusterId
 from provisioner.errors import InvalidTopology, NodeUnreachable, ProvisionerError
 from provisioner.events import models
 from provisioner.events.envelope import Event
-from provisioner.outcome import IntentWriter, Outcome, progress, succeeded
-from provisioner.placement import Placement
-from provisioner.retry import Retrying
+from provisioner.handling.retry import Retrying
+from provisioner.planning import evacuation
+from provisioner.planning.allocator import Limits
+from provisioner.planning.clusters import changed, cluster_from, with_enabled
+from provisioner.planning.placement import Placement
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations
-from provisioner.topology import changed, cluster_from, with_enabled
 
 log = logging.getLogger(__name__)
 

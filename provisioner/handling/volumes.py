@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from provisioner import metrics
-from provisioner.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
-from provisioner.capacity import ObservedSpace
+from provisioner.delivery.outcome import IntentWriter, Outcome, progress, succeeded
 from provisioner.domain import (
     Cluster,
     ClusterId,
@@ -44,15 +43,15 @@ from provisioner.errors import (
 )
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
-from provisioner.expansion import plan_expansion
+from provisioner.handling.retry import Retrying
+from provisioner.handling.topology import TopologyChanges
 from provisioner.kube import names
-from provisioner.outcome import IntentWriter, Outcome, progress, succeeded
-from provisioner.placement import NodeHealthView, Placement
-from provisioner.retry import Retrying
+from provisioner.planning.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
+from provisioner.planning.expansion import plan_expansion
+from provisioner.planning.placement import NodeHealthView, ObservedSpace, Placement
 from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
 from provisioner.storage.operations import VolumeOperations, mount_source
-from provisioner.topology_changes import TopologyChanges
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

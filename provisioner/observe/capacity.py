@@ -21,63 +21,17 @@ mutates the state, which is what the aiohttp ``/metrics`` handler does. It does 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from provisioner.domain import Cluster, DeviceId, VolumeStatus
-from provisioner.reconcile import DeviceSpace
+from provisioner.domain import VolumeStatus
+from provisioner.planning.placement import ObservedSpace
 from provisioner.state import DesiredState
 
 DEVICE_LABELS = ("cluster", "node", "device")
-
-
-class ObservedSpace:
-    """The devices' room as the nodes last reported it (kept by the reconcile passes).
-
-    Placement trusts the smaller of the topology's capacity and what is really there: at each
-    observation a device's cap becomes ``min(capacity, bytes placed on it then + its free bytes then)``,
-    so a filesystem or VG that filled up behind our back (other data, thin pools, a smaller disk than
-    declared) gets no more bricks. The cap only changes when the node is read again, so the capped
-    cluster is one object between observations and the allocator keeps its index.
-    """
-
-    def __init__(self) -> None:
-        self.devices: dict[DeviceId, DeviceSpace] = {}
-        self._caps: dict[DeviceId, int] = {}
-        self._version = 0
-        self._limited: dict[str, tuple[Cluster, int, Cluster]] = {}
-
-    def update(self, spaces: tuple[DeviceSpace, ...], placed: Mapping[DeviceId, int]) -> None:
-        """Record a node reading; ``placed`` is what desired state had on each device at that moment."""
-        for space in spaces:
-            self.devices[space.device] = space
-            self._caps[space.device] = placed.get(space.device, 0) + space.free
-        self._version += 1
-
-    def limit(self, cluster: Cluster) -> Cluster:
-        """``cluster`` with each observed device's capacity capped at what its node could hold."""
-        cached = self._limited.get(cluster.id)
-        if cached is not None and cached[0] is cluster and cached[1] == self._version:
-            return cached[2]
-        limited = cluster
-        if any(d.id in self._caps and self._caps[d.id] < d.capacity for n in cluster.nodes for d in n.devices):
-            nodes = tuple(
-                dataclasses.replace(
-                    node,
-                    devices=tuple(
-                        dataclasses.replace(d, capacity=min(d.capacity, self._caps.get(d.id, d.capacity)))
-                        for d in node.devices
-                    ),
-                )
-                for node in cluster.nodes
-            )
-            limited = dataclasses.replace(cluster, nodes=nodes)
-        self._limited[cluster.id] = (cluster, self._version, limited)
-        return limited
 
 
 class CapacityCollector:

@@ -17,7 +17,6 @@ import dataclasses
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from provisioner.allocator import ALIGN, Limits, PlacementRequest, Usage, plan_volume
 from provisioner.domain import (
     Brick,
     BrickId,
@@ -32,6 +31,7 @@ from provisioner.domain import (
     derive_id,
 )
 from provisioner.errors import InvalidTopology, NoCapacity, VolumeConflict
+from provisioner.planning.allocator import ALIGN, Limits, PlacementRequest, Usage, plan_volume
 
 
 @dataclass(frozen=True, slots=True)

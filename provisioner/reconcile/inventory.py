@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from provisioner.domain import BrickBackend, Cluster, Node
+from provisioner.domain import BrickBackend, Cluster, DeviceSpace, Node
 from provisioner.errors import ProvisionerError
 from provisioner.executor import CommandResult, Executor
-from provisioner.reconcile import (
-    DeviceSpace,
+from provisioner.reconcile.drift import (
     Drift,
     Inventory,
     NodeBrick,
@@ -91,6 +90,7 @@ class NodeInventory:
         if drift.kind == "orphan_volume" and drift.volume_id:
             await self._ops.delete_orphan(cluster, drift.subject, drift.volume_id)
         elif drift.kind == "orphan_brick" and drift.brick is not None:
-            await self._ops.destroy_orphan_brick(cluster, drift.brick)
+            brick = drift.brick
+            await self._ops.destroy_orphan_brick(cluster, brick.device, brick.brick, brick.volume or "")
         else:
             raise ValueError(f"{drift.kind} is not repaired on the nodes")

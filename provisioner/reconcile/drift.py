@@ -27,11 +27,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from provisioner.domain import BrickId, Cluster, DeviceId, Volume, VolumeId, VolumeStatus
+from provisioner.domain import BrickId, Cluster, DeviceId, DeviceSpace, Volume, VolumeId, VolumeStatus
+from provisioner.storage import tags
 from provisioner.storage.parsing import VolumeInfo
 
-ID_OPTION = "user.provisioner.id"
-OWNER_OPTION = "user.provisioner.owner"
 IMAGE_NAME = re.compile(r"/brick_([0-9a-f]{32})\.img$")
 MOUNT_NAME = re.compile(r"/vg_([0-9a-f]{32})/brick_([0-9a-f]{32})$")
 
@@ -47,15 +46,6 @@ class NodeBrick:
     owner: str | None
     stored: bool  # the image or LV exists
     mounted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSpace:
-    """A device's room as its node reports it (statfs of a file device's filesystem, or its VG)."""
-
-    device: DeviceId
-    size: int
-    free: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +88,15 @@ def find_drift(
     if inventory.volumes is not None:
         actual = {info.name: info for info in inventory.volumes}
         for info in inventory.volumes:
-            ours = info.options.get(OWNER_OPTION) == owner and ID_OPTION in info.options
-            if ours and info.options[ID_OPTION] not in by_id:
+            if tags.is_ours(info.options, owner) and info.options[tags.ID_OPTION] not in by_id:
                 found.append(
                     Drift(
                         "orphan_volume",
                         cluster.id,
                         info.name,
                         f"gluster volume {info.name} ({info.status}) carries our id "
-                        f"{info.options[ID_OPTION]} but no volume record names it",
-                        volume_id=info.options[ID_OPTION],
+                        f"{info.options[tags.ID_OPTION]} but no volume record names it",
+                        volume_id=info.options[tags.ID_OPTION],
                         repairable=True,
                     )
                 )
@@ -207,8 +196,8 @@ def bricks_from_images(
                     host=host,
                     device=device,
                     brick=BrickId(match.group(1)),
-                    volume=attrs.get("user.provisioner.volume"),
-                    owner=attrs.get("user.provisioner.owner"),
+                    volume=attrs.get(tags.IMAGE_VOLUME_XATTR),
+                    owner=attrs.get(tags.IMAGE_OWNER_XATTR),
                     stored=True,
                     mounted=False,
                 )
@@ -219,16 +208,16 @@ def bricks_from_images(
 def bricks_from_lvs(host: str, lvs: Sequence[tuple[str, str, dict[str, str]]], devices: set[str]) -> list[NodeBrick]:
     """LVM bricks: thin LVs ``brick_<id>`` in ``vg_<device id>`` with our ``provisioner.*`` tags."""
     bricks = []
-    for vg, lv, tags in lvs:
+    for vg, lv, marks in lvs:
         device, brick = vg.removeprefix("vg_"), lv.removeprefix("brick_")
-        if device in devices and lv.startswith("brick_") and "provisioner.volume" in tags:
+        if device in devices and lv.startswith("brick_") and tags.LV_VOLUME_TAG in marks:
             bricks.append(
                 NodeBrick(
                     host=host,
                     device=DeviceId(device),
                     brick=BrickId(brick),
-                    volume=tags["provisioner.volume"],
-                    owner=tags.get("provisioner.owner"),
+                    volume=marks[tags.LV_VOLUME_TAG],
+                    owner=marks.get(tags.LV_OWNER_TAG),
                     stored=True,
                     mounted=False,
                 )

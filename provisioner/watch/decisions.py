@@ -16,7 +16,7 @@ from provisioner.domain import derive_id
 from provisioner.errors import PermanentError
 from provisioner.events import models
 from provisioner.kube import names
-from provisioner.kube.storage_class import ClassParameters
+from provisioner.watch.storage_class import ClassParameters
 
 Manifest = Mapping[str, Any]
 
