@@ -52,7 +52,8 @@ from prometheus_client import generate_latest
 from bench.common import REPO, RESULTS, GiB, Report, histogram_delta, loadavg, parse_metrics, summary, table
 from bench.floor import Floor
 from devstack.stack import Daemon, Stack, load_stack
-from provisioner.bus.publisher import Outgoing, PartitionPublisher
+from provisioner.bus.publisher import PartitionPublisher
+from provisioner.bus.records import Outgoing
 from provisioner.bus.topics import topic_partitions
 from provisioner.domain import Brick, BrickId, ClusterId, DeviceId, NodeId, Replicate, Volume, VolumeId
 from provisioner.errors import InvalidEvent

@@ -35,7 +35,7 @@ from provisioner.storage.tags import ID_OPTION, IMAGE_VOLUME_XATTR
 
 COMMAND_TIMEOUT = 120.0  # StorageSettings.command_timeout
 GLUSTER_TIMEOUT = 120  # StorageSettings.gluster_timeout (the SSH timeout adds 30, as in the daemon)
-BUSY_RETRIES = 8  # StorageSettings.busy_retries
+BUSY_RETRIES = 8  # the floor retries a busy glusterd itself, as a hand-written script would
 
 
 class FloorError(RuntimeError):

@@ -13,16 +13,13 @@ import os
 import signal
 
 from provisioner.bus.consumer import RequestLoop
-from provisioner.bus.lane import Completion, Intent
-from provisioner.bus.publisher import Outgoing
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
-from provisioner.events.envelope import Event, encode
 from provisioner.executor import Executor
 from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import ssh_executor
-from provisioner.handling.volumes import Worker
+from provisioner.handling.dispatch import RequestHandler
 from provisioner.kube.api import new_client
 from provisioner.kube.objects import KubeObjects
 from provisioner.observe.capacity import CapacityCollector
@@ -53,13 +50,7 @@ async def run(settings: Settings) -> None:
     operations = VolumeOperations(executor, settings.storage, owner=settings.kafka.state_topic)
     probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
     health = NodeHealth(state, probes, interval=settings.worker.health_interval)
-    worker = Worker(state, operations, settings, claims=claims, health=health, observed=observed)
-
-    async def handle(event: Event, intent: Intent) -> Completion:
-        outcome = await worker.handle(event, intent)
-        value, headers = encode(outcome.result)
-        result = Outgoing(settings.kafka.results_topic, outcome.key.encode(), value, headers)
-        return Completion([result], outcome.changes)
+    handler = RequestHandler(state, operations, settings, objects=claims, health=health, observed=observed)
 
     drift = PeriodicReconciler(
         state,
@@ -72,8 +63,8 @@ async def run(settings: Settings) -> None:
         settings.kafka,
         state,
         reader,
-        handle,
-        worker.resource_of,
+        handler.handle,
+        handler.keys_of,
         max_in_flight=settings.worker.max_in_flight,
         grace=settings.worker.shutdown_grace,
         on_assigned=drift.kick,  # a pass when partitions (clusters) come to this daemon

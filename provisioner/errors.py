@@ -1,25 +1,25 @@
 """The one error tree of the provisioner.
 
 Every failure is either *permanent* (answer the request with a failure result and move on) or
-*temporary* (retry with backoff, hold the offset). Adapters translate library exceptions into these
-at the point where they call the library, so nothing above ``bus``/``executor`` sees aiokafka or
-asyncssh exceptions. Each error carries a machine-readable ``reason`` that ends up in result events.
+*temporary* (retry with backoff; the one retry owner, ``handling.retry``, decides how often).
+Adapters translate library exceptions into these where they call the library, so nothing above
+``bus``, ``kube`` or ``executor`` sees aiokafka, kubernetes_asyncio or asyncssh exceptions.
+
+Each class carries the machine-readable ``reason`` that ends up in failure events, so code branches
+on types (``except NodeDown``), never on reason strings, and the reason vocabulary is the set of
+classes here (``REASONS``: the schemas and the metrics take it from there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 
 class ProvisionerError(Exception):
     """Base of every error the provisioner raises on purpose."""
 
-    reason: str = "Internal"
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        if reason is not None:
-            self.reason = reason
+    reason: ClassVar[str] = "Internal"
 
     @property
     def message(self) -> str:
@@ -33,41 +33,134 @@ class PermanentError(ProvisionerError):
 
 
 class TemporaryError(ProvisionerError):
-    """May succeed later; ``delay`` is the suggested wait in seconds before the next try."""
+    """May succeed later; ``delay`` is the least wait in seconds before the next try."""
 
     reason = "Temporary"
 
-    def __init__(self, message: str, *, delay: float = 1.0, reason: str | None = None) -> None:
-        super().__init__(message, reason=reason)
+    def __init__(self, message: str, *, delay: float = 1.0) -> None:
+        super().__init__(message)
         self.delay = delay
 
 
+class Internal(PermanentError):
+    """An unexpected failure (a bug or an unknown condition) that bounded retries did not cure."""
+
+    reason = "Internal"
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+
 class InvalidEvent(PermanentError):
-    """An event that cannot be decoded or validated; it goes to the dead-letter topic."""
+    """An event that cannot be decoded or validated; it goes to the dead-letter topic.
+
+    ``reason`` says what was wrong (``metrics.DEAD_LETTER_REASONS``: MalformedJson, InvalidData, ...)."""
 
     reason = "InvalidEvent"
+
+    def __init__(self, message: str, *, reason: str = "InvalidEvent") -> None:
+        super().__init__(message)
+        self.dead_letter_reason = reason
+
+
+class UnknownType(PermanentError):
+    reason = "UnknownType"
+
+
+class ConfigError(ProvisionerError):
+    """A bad setting or CLI argument; the message names it."""
+
+    reason = "ConfigError"
+
+
+# --- topology ----------------------------------------------------------------------------------------
 
 
 class InvalidTopology(PermanentError):
     reason = "InvalidTopology"
 
 
+class UnknownNode(InvalidTopology):
+    reason = "UnknownNode"
+
+
+class UnknownDevice(InvalidTopology):
+    reason = "UnknownDevice"
+
+
+class DeviceInUse(InvalidTopology):
+    """A device (or node) would leave while bricks remain on it."""
+
+    reason = "DeviceInUse"
+
+
 class UnknownCluster(PermanentError):
     reason = "UnknownCluster"
 
 
+# --- placement ---------------------------------------------------------------------------------------
+
+
 class NoCapacity(PermanentError):
-    """The allocator could not place the volume; ``reason`` names the specific shortfall."""
+    """The allocator could not place the volume; the subclass names the specific shortfall."""
 
     reason = "NoCapacity"
+
+
+class NotEnoughNodes(NoCapacity):
+    reason = "NotEnoughNodes"
+
+
+class NotEnoughZones(NoCapacity):
+    reason = "NotEnoughZones"
+
+
+class NoDeviceWithSpace(NoCapacity):
+    reason = "NoDeviceWithSpace"
+
+
+class TooManyBricks(NoCapacity):
+    reason = "TooManyBricks"
+
+
+class MinimumBrickSize(NoCapacity):
+    reason = "MinimumBrickSize"
+
+
+class CannotEvacuate(PermanentError):
+    """A brick that cannot move (a distribute volume has no other copy to heal from)."""
+
+    reason = "CannotEvacuate"
+
+
+class NodeDown(TemporaryError):
+    """Placement failed only because nodes the health probes see down were left out."""
+
+    reason = "NodeDown"
+
+
+# --- volumes -----------------------------------------------------------------------------------------
 
 
 class VolumeConflict(PermanentError):
     reason = "VolumeConflict"
 
 
+class VolumeNameTaken(VolumeConflict):
+    reason = "VolumeNameTaken"
+
+
 class VolumeNotFound(PermanentError):
     reason = "VolumeNotFound"
+
+
+class DeadlineExceeded(PermanentError):
+    """The request ran out of its time budget (``worker.request_deadline``) while retrying."""
+
+    reason = "DeadlineExceeded"
+
+
+# --- gluster and the nodes ---------------------------------------------------------------------------
 
 
 class GlusterError(PermanentError):
@@ -76,10 +169,28 @@ class GlusterError(PermanentError):
     reason = "GlusterFailed"
 
 
+class InvalidOption(GlusterError):
+    reason = "InvalidOption"
+
+
+class PeerProbeFailed(GlusterError):
+    reason = "PeerProbeFailed"
+
+
+class PeerDetachFailed(GlusterError):
+    reason = "PeerDetachFailed"
+
+
 class GlusterBusy(TemporaryError):
     """glusterd holds a lock on the volume ("Another transaction is in progress")."""
 
     reason = "GlusterBusy"
+
+
+class HealPending(TemporaryError):
+    """A brick move waits for the rest of its set to be connected and healed."""
+
+    reason = "HealPending"
 
 
 class NodeUnreachable(TemporaryError):
@@ -125,7 +236,81 @@ class CommandFailed(ProvisionerError):
         self.stderr = stderr
 
 
-class ConfigError(ProvisionerError):
-    """A bad setting or CLI argument; the message names it."""
+# --- Kafka -------------------------------------------------------------------------------------------
 
-    reason = "ConfigError"
+
+class KafkaUnavailable(TemporaryError):
+    """The brokers do not answer (or refuse a transaction for a reason that may pass)."""
+
+    reason = "KafkaUnavailable"
+
+
+# --- Kubernetes --------------------------------------------------------------------------------------
+
+
+class KubernetesDisabled(PermanentError):
+    reason = "KubernetesDisabled"
+
+
+class KubernetesConflict(TemporaryError):
+    reason = "KubernetesConflict"
+
+
+class KubernetesUnavailable(TemporaryError):
+    reason = "KubernetesUnavailable"
+
+
+class KubernetesForbidden(PermanentError):
+    reason = "KubernetesForbidden"
+
+
+class KubernetesNotFound(PermanentError):
+    reason = "KubernetesNotFound"
+
+
+class KubernetesInvalid(PermanentError):
+    reason = "KubernetesInvalid"
+
+
+class ClaimGone(PermanentError):
+    """The claim a provision request names no longer exists (or is a re-created namesake)."""
+
+    reason = "ClaimGone"
+
+
+class PersistentVolumeTaken(PermanentError):
+    """A PV of the name we would create exists for another claim: it is not ours to touch."""
+
+    reason = "PersistentVolumeTaken"
+
+
+class InvalidClaim(PermanentError):
+    """A claim this provisioner cannot serve as written (block mode, a selector, a bad size)."""
+
+    reason = "InvalidClaim"
+
+
+class InvalidStorageClass(PermanentError):
+    """A StorageClass that cannot be served as written; the message names the parameter."""
+
+    reason = "InvalidStorageClass"
+
+
+class GidsExhausted(PermanentError):
+    reason = "GidsExhausted"
+
+
+def reasons_of(root: type[ProvisionerError]) -> tuple[str, ...]:
+    """The reasons of ``root`` and every error class below it, in tree order."""
+    seen: list[str] = []
+    pending = [root]
+    while pending:
+        cls = pending.pop(0)
+        if cls.reason not in seen:
+            seen.append(cls.reason)
+        pending += cls.__subclasses__()
+    return tuple(seen)
+
+
+REASONS: tuple[str, ...] = reasons_of(ProvisionerError)
+"""Every ``reason`` a failure result can carry (a closed vocabulary, in tree order)."""

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 
-from provisioner import __version__
+from provisioner import __version__, errors
 from provisioner.events.models import REQUEST_KINDS
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output and no dashboard reads them
@@ -57,70 +57,18 @@ DEAD_LETTER_REASONS = (
     "UnknownType",
     "InvalidData",
     "KeyMismatch",
+    "Unreadable",  # the decoder itself failed on the bytes (a bug, or an input no parser should see)
     "HandlerCrashed",
+    "ResultTooLarge",  # the result could not be encoded within the record limit (a bug)
+    "CommitFailed",  # the record's transaction failed again and again; parked instead of blocking
 )
 """Why an input went to the dead-letter topic (the ``dlq_reason`` header)."""
 
-FAILURE_REASONS = (
-    # errors.py classes
-    "Permanent",
-    "Temporary",
-    "Internal",
-    "InvalidEvent",
-    "InvalidTopology",
-    "UnknownCluster",
-    "NoCapacity",
-    "VolumeConflict",
-    "VolumeNotFound",
-    "GlusterFailed",
-    "GlusterBusy",
-    "NodeUnreachable",
-    "HostKeyRejected",
-    "CommandTimeout",
-    "CommandFailed",
-    "ConfigError",
-    # specific reasons given where they are raised
-    "UnknownType",
-    "NotEnoughNodes",
-    "NotEnoughZones",
-    "NoDeviceWithSpace",
-    "TooManyBricks",
-    "MinimumBrickSize",
-    "UnsupportedBackend",
-    "DeviceInUse",
-    "VolumeNameTaken",
-    "InvalidOption",
-    "UnknownNode",
-    "UnknownDevice",
-    "PeerProbeFailed",
-    "PeerDetachFailed",
-    "ClaimGone",
-    "KubernetesDisabled",
-    "KubernetesConflict",
-    "KubernetesUnavailable",
-    "KubernetesForbidden",
-    "KubernetesNotFound",
-    "KubernetesInvalid",
-    "PersistentVolumeTaken",
-    "InvalidStorageClass",  # the watcher's, on the claim as an event
-    "InvalidClaim",
-    "GidsExhausted",
-    "NodeDown",  # placement failed because nodes the health probes saw down were left out
-    "CannotEvacuate",  # a distribute volume's brick cannot be moved off a leaving device
-    "HealPending",  # a brick move waits for its set to finish healing
-)
-"""The ``reason`` codes of failed results (the ``reason`` of the failure event)."""
+FAILURE_REASONS = errors.REASONS
+"""The ``reason`` codes of failed results: one per class of ``provisioner.errors``."""
 
-RETRY_REASONS = (
-    "NodeUnreachable",
-    "CommandTimeout",
-    "GlusterBusy",
-    "Temporary",
-    "Internal",
-    "KubernetesConflict",
-    "KubernetesUnavailable",
-    "HealPending",
-)
+RETRY_REASONS = (*errors.reasons_of(errors.TemporaryError), "Internal")
+"""Why a step was tried again: a temporary error's reason, or Internal for an unexpected exception."""
 WATCH_KINDS = ("provision", "delete", "expand")
 WATCH_RESOURCES = ("persistentvolumeclaims", "persistentvolumes")
 WATCH_RELIST_REASONS = ("resync", "gone", "error")

@@ -63,9 +63,6 @@ class StorageSettings(Group):
     )
     max_brick_size: Annotated[int, Field(ge=1024**3)] = Field(4 * 1024**4, description="Bytes per brick.")
     max_bricks_per_volume: Annotated[int, Field(ge=1)] = 32
-    busy_retries: Annotated[int, Field(ge=0)] = Field(
-        8, description="Retries of a gluster call answered 'Another transaction is in progress'."
-    )
     gluster_concurrency: Annotated[int, Field(ge=1, le=256)] = Field(
         8, description="gluster CLI calls at once per cluster (its glusterds lock per volume, but share the pool)."
     )
@@ -77,11 +74,23 @@ class StorageSettings(Group):
 
 
 class WorkerSettings(Group):
-    max_attempts: Annotated[int, Field(ge=1)] = Field(
-        5, description="Tries of a request that fails temporarily before it is answered as failed."
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        6,
+        description="Tries of one step of a request (a node command, a gluster call, an API call) that fails "
+        "temporarily, before the request is answered as failed. The one retry budget: nothing below retries.",
     )
-    retry_backoff: Annotated[float, Field(gt=0)] = Field(1.0, description="Seconds before the 2nd try; doubles.")
+    retry_backoff: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="Seconds: the cap of the random wait after the first failed try; it doubles per try."
+    )
     retry_backoff_max: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds, cap of the backoff.")
+    request_deadline: Annotated[float, Field(gt=0)] = Field(
+        900.0,
+        description="Seconds a request may take in all, retries included; past it the request fails with "
+        "DeadlineExceeded (and what it made is rolled back), so no volume is held for tens of minutes.",
+    )
+    rollback_deadline: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Seconds the rollback of a failed request may take, on top of the request's deadline."
+    )
     max_in_flight: Annotated[int, Field(ge=1, le=256)] = Field(
         16, description="Requests worked on at once per input partition (different volumes run concurrently)."
     )

@@ -6,15 +6,23 @@ provisioner's commands the way real nodes do, including gluster's XML verdicts.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from provisioner.delivery.outcome import Outcome
 from provisioner.domain import Cluster, ClusterId, Device, DeviceId, Node, NodeId
 from provisioner.errors import CommandFailed
 from provisioner.events import models
-from provisioner.events.envelope import Event
+from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
+from provisioner.handling.dispatch import RequestHandler
+from provisioner.handling.kubernetes import KubernetesObjects
+from provisioner.handling.retry import Retrying
+from provisioner.planning.placement import NodeHealthView, ObservedSpace
+from provisioner.settings import Settings
 from provisioner.state import DesiredState, StateChange
+from provisioner.storage.operations import VolumeOperations
 
 Fault = Callable[[str, Argv], BaseException | CommandResult | None]
 GiB = 1024**3
@@ -60,7 +68,76 @@ async def no_sleep(_: float) -> None:
     return None
 
 
-def topology(nodes: int = 3, devices: int = 1, *, zone_per_node: bool = False) -> models.LoadTopology:
+class World:
+    """The request handler against fake nodes: where every handler test starts.
+
+    State changes of each outcome are applied as the lane applies them after its commit; the
+    retry waits are recorded in ``sleeps`` instead of slept (jitter from a seeded generator)."""
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        *,
+        topology: models.LoadTopology | None = None,
+        fake: FakeNodes | None = None,
+        objects: KubernetesObjects | None = None,
+        health: NodeHealthView | None = None,
+        observed: ObservedSpace | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.nodes = fake or FakeNodes()
+        self.state = DesiredState()
+        self.intent = Intent(self.state)
+        self.sleeps: list[float] = []
+        self.settings = settings or Settings()
+        retrying = Retrying(self.settings.worker, sleep=self._sleep, rng=random.Random(7))
+        self.handler = RequestHandler(
+            self.state,
+            VolumeOperations(self.nodes, self.settings.storage),
+            self.settings,
+            objects=objects,
+            health=health,
+            observed=observed,
+            retrying=retrying,
+        )
+        self.topology = topology or default_topology(nodes)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    async def handle(self, event: Event) -> Outcome:
+        outcome = await self.handler.handle(event, self.intent)
+        for change in outcome.changes:
+            self.state.apply(change)
+        return outcome
+
+    async def load(self) -> Outcome:
+        return await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+
+    async def provision(self, **fields: object) -> Outcome:
+        data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
+        return await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
+
+    async def delete(self, **fields: object) -> Outcome:
+        data = models.DeleteVolume.model_validate({"cluster": "dev", **fields})
+        return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
+
+    async def expand(self, **fields: object) -> Outcome:
+        data = models.ExpandVolume.model_validate({"cluster": "dev", **fields})
+        return await self.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
+
+
+def failure(outcome: Outcome) -> models.RequestFailed:
+    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
+    return outcome.result.data
+
+
+def provisioned(outcome: Outcome) -> models.VolumeOut:
+    assert isinstance(outcome.result.data, models.VolumeProvisioned), outcome.result.data
+    return outcome.result.data.volume
+
+
+def default_topology(nodes: int = 3, devices: int = 1, *, zone_per_node: bool = False) -> models.LoadTopology:
     """Cluster ``dev``: nodes 10.0.0.1.. with file devices /srv/devices/dev1.. of 100 GiB each."""
     return models.LoadTopology.model_validate(
         {

@@ -1,18 +1,24 @@
-"""The request loop: consume requests and feed each partition's lane (see ``lane``).
+"""The request loop: consume requests and feed each partition's lane (``bus.lane``).
 
-* Nothing blocks a partition: undecodable or invalid events are dead-lettered by the lane, and a
+* Nothing blocks a partition: every record becomes a result or a dead letter in its lane, and a
   full lane pauses its partition instead of stopping the poll loop.
 * Rebalance: revocation drains the partition's lane (in-flight work finishes within the grace
-  period) and closes its producer; assignment first catches the state up from the state topic,
-  then starts a producer (fencing any zombie with the same transactional id) and a lane.
-* A lane that cannot commit is dropped and its partition re-read from the last committed offset;
-  records that were answered meanwhile are skipped through the ledger.
+  period) and closes its producer. Assignment only pauses the partition; the poll loop then sets
+  it up, in this order: a producer with the partition's transactional id (which fences a zombie
+  daemon and aborts what it left open), the state caught up from the state topic (including
+  whatever the zombie committed first), the committed offset read from the broker, a lane from
+  there. A set-up that fails is retried at the next turn of the loop (aiokafka would swallow an
+  exception raised inside its rebalance callback and leave the partition idle).
+* A lane that breaks (a failed or uncertain commit) or whose producer was fenced is discarded with
+  its producer, and its partition set up again the same way; an offset that breaks its lane three
+  times in a row is dead-lettered by the next lane instead of handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,14 +26,19 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from provisioner import metrics
-from provisioner.bus.lane import Handler, Lane, ResourceOf
+from provisioner.bus.lane import Handler, KeysOf, Lane
 from provisioner.bus.publisher import PartitionPublisher
+from provisioner.bus.records import Records, Topics
 from provisioner.bus.state_topic import StateTopicReader
-from provisioner.errors import TemporaryError
+from provisioner.errors import KafkaUnavailable, ProvisionerError
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState
 
 log = logging.getLogger(__name__)
+POISON_AFTER = 3
+"""Breaks of one lane at one offset, in a row, after which that record is dead-lettered."""
+SETUP_RETRY = 2.0
+"""Seconds before a partition whose set-up failed is tried again."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -38,7 +49,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._loop.revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._loop.assign(set(assigned))
+        self._loop.assigned(set(assigned))
 
 
 class RequestLoop:
@@ -48,7 +59,7 @@ class RequestLoop:
         state: DesiredState,
         reader: StateTopicReader,
         handler: Handler,
-        resource_of: ResourceOf,
+        keys_of: KeysOf,
         *,
         max_in_flight: int,
         grace: float,
@@ -59,11 +70,16 @@ class RequestLoop:
         self._state = state
         self._reader = reader
         self._handler = handler
-        self._resource_of = resource_of
+        self._keys_of = keys_of
         self._max_in_flight = max_in_flight
         self._grace = grace
+        self._records = Records(
+            Topics(results=settings.results_topic, state=settings.state_topic, dlq=settings.dlq_topic)
+        )
         self._publishers: dict[TopicPartition, PartitionPublisher] = {}
         self._lanes: dict[TopicPartition, Lane] = {}
+        self._unready: dict[TopicPartition, float] = {}  # assigned, not set up yet: when to try next
+        self._breaks: dict[TopicPartition, tuple[int, int]] = {}  # (offset, times in a row)
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
 
@@ -77,6 +93,9 @@ class RequestLoop:
             max_poll_records=self._max_in_flight,
             session_timeout_ms=int(self._settings.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(self._settings.session_timeout * 1000 / 4)),
+            # a member drains its lanes within the grace period when partitions are revoked; the
+            # group must wait for that rather than evict it mid-commit
+            rebalance_timeout_ms=int((self._grace + self._settings.request_timeout) * 1000),
             request_timeout_ms=int(self._settings.request_timeout * 1000),
         )
         consumer.subscribe([self._settings.requests_topic], listener=_Listener(self))
@@ -84,7 +103,7 @@ class RequestLoop:
             await consumer.start()
         except KafkaError as e:
             await consumer.stop()
-            raise TemporaryError(f"cannot join consumer group {self._settings.group_id}: {e}") from e
+            raise KafkaUnavailable(f"cannot join consumer group {self._settings.group_id}: {e}") from e
         self._consumer = consumer
         self.ready = True
         metrics.READY.set(1)
@@ -96,74 +115,103 @@ class RequestLoop:
                     log.warning("fetching requests failed, retrying: %s", e)
                     await asyncio.sleep(1.0)
                     continue
-                if batches:
-                    log.debug("fetched %s", {tp.partition: len(r) for tp, r in batches.items()})
                 for tp, records in batches.items():
                     lane = self._lanes.get(tp)
                     if lane is not None:
                         lane.offer(records)
-                    elif tp in consumer.assignment():
-                        # fetched while the assignment is still being prepared: read them again later
-                        consumer.seek(tp, records[0].offset)
+                    # else: fetched while its set-up is pending; the set-up seeks to the committed offset
                 await self._tend(consumer)
         finally:
             self.ready = False
             metrics.READY.set(0)
-            await self._drop(set(self._lanes))
+            await self._drop(set(self._lanes), grace=self._grace)
             await consumer.stop()
             self._consumer = None
 
     async def _tend(self, consumer: AIOKafkaConsumer) -> None:
-        """Backpressure and repair: pause full lanes, resume the others, restart broken ones."""
+        """Rebuild broken lanes, set up assigned partitions, and apply backpressure."""
         for tp, lane in list(self._lanes.items()):
-            if lane.lost:
-                await self._drop({tp})
-                continue
-            if lane.broken is not None:
-                watermark = lane.broken.watermark
-                await lane.drain(0)
-                self._lanes[tp] = self._new_lane(tp)
-                consumer.seek(tp, watermark)
-                continue
+            if lane.broken is not None or lane.lost:
+                self._count_break(tp, lane)
+                await self._drop({tp}, grace=0)
+                consumer.pause(tp)
+                self._unready[tp] = time.monotonic() + (SETUP_RETRY if lane.lost else 0)
+        now = time.monotonic()
+        for tp, when in list(self._unready.items()):
+            if when <= now and tp in consumer.assignment():
+                await self._set_up(consumer, tp)
+            elif tp not in consumer.assignment():
+                del self._unready[tp]
+        for tp, lane in self._lanes.items():
             if lane.full:
                 consumer.pause(tp)
             else:
                 consumer.resume(tp)
 
-    # --- rebalance ------------------------------------------------------------------------------
+    def _count_break(self, tp: TopicPartition, lane: Lane) -> None:
+        if lane.broken is None or lane.broken.offset < 0:
+            return
+        offset, times = self._breaks.get(tp, (-1, 0))
+        self._breaks[tp] = (lane.broken.offset, times + 1 if offset == lane.broken.offset else 1)
 
-    async def revoke(self, revoked: set[TopicPartition]) -> None:
-        await self._drop(revoked)
-
-    async def assign(self, assigned: set[TopicPartition]) -> None:
-        applied = await self._reader.catch_up()
-        log.info("assigned %s; state caught up (%d records)", sorted(tp.partition for tp in assigned), applied)
-        for tp in assigned:
-            if tp not in self._publishers:
-                publisher = PartitionPublisher(self._settings, tp)
-                await publisher.start()
-                self._publishers[tp] = publisher
-            if tp not in self._lanes:
-                self._lanes[tp] = self._new_lane(tp)
-        if self._on_assigned is not None:
-            self._on_assigned()
-
-    def _new_lane(self, tp: TopicPartition) -> Lane:
-        return Lane(
+    async def _set_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        publisher = PartitionPublisher(self._settings, tp)
+        try:
+            await publisher.start()  # first: fences a zombie before we read what it wrote
+            applied = await self._reader.catch_up()
+            committed = await consumer.committed(tp)
+            if committed is None:
+                committed = (await consumer.beginning_offsets([tp]))[tp]
+        except (ProvisionerError, KafkaError) as e:
+            log.warning("partition %s not set up yet (%s); trying again in %.0fs", tp, e, SETUP_RETRY)
+            await publisher.stop()
+            self._unready[tp] = time.monotonic() + SETUP_RETRY
+            return
+        offset, times = self._breaks.get(tp, (-1, 0))
+        poison = offset if times >= POISON_AFTER else None
+        if poison is not None:
+            log.error("%s: offset %d broke its lane %d times; it goes to the dead-letter topic", tp, poison, times)
+            del self._breaks[tp]
+        self._publishers[tp] = publisher
+        self._lanes[tp] = Lane(
             tp,
-            self._publishers[tp],
+            publisher,
             state=self._state,
             ledger=self._reader.ledger,
             handler=self._handler,
-            resource_of=self._resource_of,
-            dlq_topic=self._settings.dlq_topic,
-            results_topic=self._settings.results_topic,
+            keys_of=self._keys_of,
+            records=self._records,
             max_in_flight=self._max_in_flight,
+            start=committed,
+            poison=poison,
         )
+        del self._unready[tp]
+        consumer.seek(tp, committed)
+        consumer.resume(tp)
+        log.info("partition %s ready at offset %d (state caught up, %d records)", tp, committed, applied)
+        if self._on_assigned is not None:
+            self._on_assigned()
 
-    async def _drop(self, partitions: set[TopicPartition]) -> None:
+    # --- rebalance ------------------------------------------------------------------------------
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Called inside the rebalance: only mark the partitions; ``_tend`` sets them up."""
+        consumer = self._consumer
+        for tp in partitions:
+            if tp not in self._lanes:
+                self._unready[tp] = 0.0
+                if consumer is not None:
+                    consumer.pause(tp)
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._unready.pop(tp, None)
+            self._breaks.pop(tp, None)
+        await self._drop(revoked, grace=self._grace)
+
+    async def _drop(self, partitions: set[TopicPartition], *, grace: float) -> None:
         lanes = [lane for tp in partitions if (lane := self._lanes.pop(tp, None)) is not None]
-        await asyncio.gather(*(lane.drain(self._grace) for lane in lanes))
+        await asyncio.gather(*(lane.drain(grace) for lane in lanes))
         for tp in partitions:
             publisher = self._publishers.pop(tp, None)
             if publisher is not None:
@@ -176,11 +224,11 @@ class RequestLoop:
         the last stable offset that are not committed yet (in-flight and queued work included).
 
         aiokafka retries silently while the broker is gone, so readiness needs this request to
-        notice. Raises TemporaryError when Kafka does not answer; the caller bounds the time.
+        notice. Raises KafkaUnavailable when Kafka does not answer; the caller bounds the time.
         """
         consumer = self._consumer
         if consumer is None or not self.ready:
-            raise TemporaryError("not in the consumer group yet")
+            raise KafkaUnavailable("not in the consumer group yet")
         try:
             await consumer.topics()  # a metadata request, answered even with no partition assigned
             assigned = sorted(consumer.assignment(), key=lambda tp: tp.partition)
@@ -192,5 +240,5 @@ class RequestLoop:
                     committed = (await consumer.beginning_offsets([tp]))[tp]
                 lag[tp.partition] = max(ends[tp] - committed, 0)
         except KafkaError as e:
-            raise TemporaryError(f"Kafka at {self._settings.bootstrap} does not answer: {e!r}") from e
+            raise KafkaUnavailable(f"Kafka at {self._settings.bootstrap} does not answer: {e!r}") from e
         return lag

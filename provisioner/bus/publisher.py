@@ -4,35 +4,33 @@ A request's result event, its state records and the input offset are committed i
 transaction, so after any crash either all three are visible (``read_committed``) or none is and
 the request is redelivered. The transactional id names the input partition, so when a partition
 moves to another daemon, that daemon's producer fences ours: a zombie cannot commit twice.
+
+Every send's delivery is awaited before the commit, so a record the broker refused fails the
+transaction instead of vanishing from it. A transaction that fails leaves the producer in a state
+aiokafka does not recover from by itself (an abortable error poisons every later transaction), so
+the caller discards a publisher after any failure and starts a new one with the same id: its
+``InitProducerId`` aborts whatever the old one left open on the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
-from provisioner.errors import TemporaryError
-from provisioner.events.envelope import Headers
+from provisioner.bus.records import Outgoing
+from provisioner.errors import KafkaUnavailable
 from provisioner.settings import KafkaSettings
-from provisioner.state import StateChange
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
 class PartitionLost(Exception):
-    """Another daemon owns this input partition now; stop working on it."""
+    """Another producer with our transactional id fenced ours: stop committing on this partition."""
 
 
 def idempotent_producer(settings: KafkaSettings, *, transactional_id: str | None = None) -> AIOKafkaProducer:
@@ -46,40 +44,41 @@ def idempotent_producer(settings: KafkaSettings, *, transactional_id: str | None
     )
 
 
+def transactional_id(settings: KafkaSettings, partition: TopicPartition) -> str:
+    return f"{settings.transactional_id_prefix}.{partition.topic}.{partition.partition}"
+
+
 class PartitionPublisher:
     def __init__(self, settings: KafkaSettings, partition: TopicPartition) -> None:
         self._settings = settings
         self.partition = partition
-        self._producer = idempotent_producer(
-            settings, transactional_id=f"{settings.transactional_id_prefix}.{partition.topic}.{partition.partition}"
-        )
+        self._producer = idempotent_producer(settings, transactional_id=transactional_id(settings, partition))
 
     async def start(self) -> None:
+        """Start the producer; this fences any older producer of the partition (a zombie daemon)."""
         try:
             await self._producer.start()
         except KafkaError as e:
             await self._producer.stop()
-            raise TemporaryError(f"cannot start the transactional producer for {self.partition}: {e}") from e
+            raise KafkaUnavailable(f"cannot start the transactional producer for {self.partition}: {e}") from e
 
-    def state_records(self, changes: list[StateChange]) -> list[Outgoing]:
-        return [Outgoing(self._settings.state_topic, c.key.encode(), c.value, []) for c in changes]
-
-    async def publish(self, messages: list[Outgoing], *, commit_offset: int | None = None) -> None:
+    async def publish(self, messages: Sequence[Outgoing], *, commit_offset: int | None = None) -> None:
         """Send ``messages`` (and commit the input up to ``commit_offset``) atomically."""
         try:
             async with self._producer.transaction():
-                for message in messages:
-                    await self._producer.send(
-                        message.topic, value=message.value, key=message.key, headers=message.headers
-                    )
+                deliveries = [
+                    await self._producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers))
+                    for m in messages
+                ]
+                await asyncio.gather(*deliveries)
                 if commit_offset is not None:
                     await self._producer.send_offsets_to_transaction(
                         {self.partition: OffsetAndMetadata(commit_offset, "")}, self._settings.group_id
                     )
         except ProducerFenced as e:
-            raise PartitionLost(f"{self.partition} was taken over by another daemon") from e
+            raise PartitionLost(f"{self.partition} was taken over by another producer") from e
         except KafkaError as e:
-            raise TemporaryError(f"transaction for {self.partition} failed: {e}", delay=1.0) from e
+            raise KafkaUnavailable(f"transaction for {self.partition} failed: {e!r}", delay=1.0) from e
 
     async def stop(self) -> None:
         try:

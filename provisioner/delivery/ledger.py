@@ -37,9 +37,9 @@ class Ledger:
     def answered(self, topic: str, partition: int, offset: int) -> bool:
         return (topic, partition, offset) in self._answered
 
-    def entries(self, topic: str, partition: int, below: int) -> list[int]:
-        """Ledgered offsets of a partition under ``below`` (safe to tombstone once committed)."""
-        return sorted(o for t, p, o in self._answered if t == topic and p == partition and o < below)
+    def entries(self, topic: str, partition: int) -> list[int]:
+        """The ledgered offsets of a partition."""
+        return sorted(o for t, p, o in self._answered if t == topic and p == partition)
 
     def __len__(self) -> int:
         return len(self._answered)

@@ -88,7 +88,7 @@ def document(*, topics: dict[str, str] | None = None) -> dict[str, Any]:
     )
     components_messages = {**request_messages, **result_messages}
 
-    def refs(channel: str, group: dict[str, Any]) -> dict[str, Any]:
+    def refs(group: dict[str, Any]) -> dict[str, Any]:
         return {name: {"$ref": f"#/components/messages/{name}"} for name in group}
 
     return {
@@ -107,13 +107,13 @@ def document(*, topics: dict[str, str] | None = None) -> dict[str, Any]:
             "requests": {
                 "address": names["requests"],
                 "description": "Requests, keyed by cluster id: one cluster, one partition, one owner daemon.",
-                "messages": refs("requests", request_messages),
+                "messages": refs(request_messages),
             },
             "results": {
                 "address": names["results"],
                 "description": "One terminal result per request (…succeeded / …failed), keyed by volume id, "
                 "and progress events (…progressed) of long requests.",
-                "messages": refs("results", result_messages),
+                "messages": refs(result_messages),
             },
             "dlq": {
                 "address": names["dlq"],

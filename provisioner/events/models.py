@@ -29,6 +29,9 @@ from provisioner.events.fields import (
     VolumeName,
 )
 
+MESSAGE_LIMIT = 4096
+"""Characters of a human-readable message in a result or progress event (node output is cut to it)."""
+
 
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -346,7 +349,7 @@ class RequestFailed(Model):
     cluster: str | None = None
     volume_id: str | None = None
     reason: Annotated[str, Field(pattern=r"^[A-Za-z]{1,64}$")]
-    message: str
+    message: Annotated[str, Field(max_length=MESSAGE_LIMIT)]
     retriable: bool = False
 
 
@@ -357,17 +360,7 @@ class Progress(Model):
     cluster: ClusterIdField
     volume_id: HexId | None = None
     step: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
-    message: str
-
-
-class DeadLetter(Model):
-    """Why an event went to the dead-letter topic (carried in its headers)."""
-
-    reason: str
-    message: str
-    topic: str
-    partition: int
-    offset: int
+    message: Annotated[str, Field(max_length=MESSAGE_LIMIT)]
 
 
 PREFIX = "org.gluster"
@@ -423,6 +416,10 @@ def failed_type(request_type: str) -> str:
 
 def progressed_type(request_type: str) -> str:
     return request_type.replace(".requested.", ".progressed.")
+
+
+def is_success(event_type: str) -> bool:
+    return ".succeeded." in event_type
 
 
 def is_terminal(event_type: str) -> bool:

@@ -14,7 +14,16 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
-from provisioner.errors import ConfigError, PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import (
+    ConfigError,
+    Internal,
+    KubernetesConflict,
+    KubernetesForbidden,
+    KubernetesInvalid,
+    KubernetesNotFound,
+    KubernetesUnavailable,
+    ProvisionerError,
+)
 from provisioner.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
@@ -42,17 +51,17 @@ def api_error(error: BaseException, what: str) -> ProvisionerError:
         detail = _message(error)
         text = f"{what}: HTTP {status} {detail}"
         if status == 409:
-            return TemporaryError(text, reason="KubernetesConflict", delay=0.5)
+            return KubernetesConflict(text, delay=0.5)
         if status == 429 or status >= 500 or status == 0:
-            return TemporaryError(text, reason="KubernetesUnavailable", delay=2.0)
+            return KubernetesUnavailable(text, delay=2.0)
         if status in (401, 403):
-            return PermanentError(f"{text} (check the RBAC rules in deploy/kubernetes)", reason="KubernetesForbidden")
+            return KubernetesForbidden(f"{text} (check the RBAC rules in deploy/kubernetes)")
         if status == 404:
-            return PermanentError(text, reason="KubernetesNotFound")
-        return PermanentError(text, reason="KubernetesInvalid")
+            return KubernetesNotFound(text)
+        return KubernetesInvalid(text)
     if isinstance(error, aiohttp.ClientError | TimeoutError | OSError):
-        return TemporaryError(f"{what}: {type(error).__name__}: {error}", reason="KubernetesUnavailable", delay=2.0)
-    return PermanentError(f"{what}: {type(error).__name__}: {error}", reason="Internal")
+        return KubernetesUnavailable(f"{what}: {type(error).__name__}: {error}", delay=2.0)
+    return Internal(f"{what}: {type(error).__name__}: {error}")
 
 
 def _message(error: client.ApiException) -> str:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
-from provisioner.errors import PermanentError
+from provisioner.errors import PersistentVolumeTaken
 from provisioner.events.models import ClaimObjects, ClaimRef, ClaimResize, ClaimVolume, VolumeOut
 from provisioner.kube import manifests, names
 from provisioner.kube.api import api_error, as_body
@@ -110,9 +110,8 @@ class KubeObjects:
             return None
         bound = found.spec.claim_ref.uid if found.spec and found.spec.claim_ref else None
         if bound != claim.uid:
-            raise PermanentError(
+            raise PersistentVolumeTaken(
                 f"PersistentVolume {name} exists and is not for claim {claim.namespace}/{claim.name} ({claim.uid})",
-                reason="PersistentVolumeTaken",
             )
         return str(found.metadata.uid)
 

@@ -44,7 +44,14 @@ from provisioner.domain import (
     VolumeId,
     derive_id,
 )
-from provisioner.errors import NoCapacity
+from provisioner.errors import (
+    MinimumBrickSize,
+    NoCapacity,
+    NoDeviceWithSpace,
+    NotEnoughNodes,
+    NotEnoughZones,
+    TooManyBricks,
+)
 
 Usage = Mapping[DeviceId, int]
 """Bytes already taken on each device (devices absent from the mapping are empty)."""
@@ -137,14 +144,11 @@ def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limit
     while True:
         share = _align(-(-request.size // (sets * durability.data_bricks)))
         if sets > 1 and share < limits.min_brick:
-            raise last_failure or NoCapacity(
+            raise last_failure or MinimumBrickSize(
                 f"volume of {request.size} bytes would need bricks below the minimum brick size {limits.min_brick}",
-                reason="MinimumBrickSize",
             )
         if sets * durability.set_size > limits.max_bricks:
-            raise last_failure or NoCapacity(
-                f"volume would need more than {limits.max_bricks} bricks", reason="TooManyBricks"
-            )
+            raise last_failure or TooManyBricks(f"volume would need more than {limits.max_bricks} bricks")
         # A volume smaller than one minimum brick still gets a brick of the minimum size.
         brick_size = max(share, limits.min_brick)
         if brick_size <= limits.max_brick:
@@ -159,14 +163,12 @@ def _check_nodes(request: PlacementRequest, topology: _Topology) -> None:
     need = request.durability.set_size
     cluster = topology.cluster
     if topology.usable_nodes < need:
-        raise NoCapacity(
+        raise NotEnoughNodes(
             f"cluster {cluster.id} has {topology.usable_nodes} usable node(s); {need} are needed for one brick set",
-            reason="NotEnoughNodes",
         )
     if request.zone_checking is ZoneChecking.STRICT and topology.usable_zones < need:
-        raise NoCapacity(
+        raise NotEnoughZones(
             f"cluster {cluster.id} has {topology.usable_zones} zone(s); strict zone checking needs {need}",
-            reason="NotEnoughZones",
         )
 
 
@@ -188,9 +190,8 @@ def _place(request: PlacementRequest, index: _Index, limits: Limits, *, sets: in
             size = arbiter_size if is_arbiter else brick_size
             slot = index.best(size, origin, used_nodes, used_zones, strict=strict, taken=taken)
             if slot is None:
-                raise NoCapacity(
+                raise NoDeviceWithSpace(
                     index.shortfall(request, size, used_nodes, used_zones, strict=strict, taken=taken),
-                    reason="NoDeviceWithSpace",
                 )
             taken[slot] = taken.get(slot, 0) + size
             used_nodes.add(top.node_keys[slot])

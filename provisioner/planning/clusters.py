@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from provisioner.domain import BrickBackend, Cluster, ClusterId, Device, DeviceId, Node, NodeId, derive_id
-from provisioner.errors import InvalidTopology
+from provisioner.errors import InvalidTopology, UnknownDevice, UnknownNode
 from provisioner.events.models import (
     AddDevice,
     AddNode,
@@ -90,7 +90,7 @@ def changed(cluster: Cluster, change: Model) -> Cluster:
                 raise InvalidTopology(f"node {node.node.hostnames.manage[0]} is already in cluster {cluster.id}")
             nodes.append(node)
         case NodeRef(host=host) | AddDevice(host=host) | DeviceRef(host=host) if host not in index:
-            raise InvalidTopology(f"cluster {cluster.id} has no node {host}", reason="UnknownNode")
+            raise UnknownNode(f"cluster {cluster.id} has no node {host}")
         case AddDevice(host=host, device=device):
             entry = nodes[index[host]]
             if any(d.name == device.name for d in entry.devices):
@@ -99,7 +99,7 @@ def changed(cluster: Cluster, change: Model) -> Cluster:
         case DeviceRef(host=host, name=name):
             entry = nodes[index[host]]
             if not any(d.name == name for d in entry.devices):
-                raise InvalidTopology(f"node {host} has no device {name}", reason="UnknownDevice")
+                raise UnknownDevice(f"node {host} has no device {name}")
             nodes[index[host]] = entry.model_copy(update={"devices": [d for d in entry.devices if d.name != name]})
         case NodeRef(host=host):
             del nodes[index[host]]
@@ -115,7 +115,7 @@ def with_enabled(cluster: Cluster, change: NodeRef | DeviceRef, *, enabled: bool
                 node = dataclasses.replace(node, enabled=enabled)
             else:
                 if not any(d.name == change.name for d in node.devices):
-                    raise InvalidTopology(f"node {change.host} has no device {change.name}", reason="UnknownDevice")
+                    raise UnknownDevice(f"node {change.host} has no device {change.name}")
                 node = dataclasses.replace(
                     node,
                     devices=tuple(
@@ -124,7 +124,7 @@ def with_enabled(cluster: Cluster, change: NodeRef | DeviceRef, *, enabled: bool
                 )
         nodes.append(node)
     if all(n.manage != change.host for n in cluster.nodes):
-        raise InvalidTopology(f"cluster {cluster.id} has no node {change.host}", reason="UnknownNode")
+        raise UnknownNode(f"cluster {cluster.id} has no node {change.host}")
     return dataclasses.replace(cluster, nodes=tuple(nodes))
 
 

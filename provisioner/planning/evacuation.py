@@ -30,7 +30,7 @@ from provisioner.domain import (
     VolumeStatus,
     derive_id,
 )
-from provisioner.errors import InvalidTopology, NoCapacity, VolumeConflict
+from provisioner.errors import CannotEvacuate, NoCapacity, NoDeviceWithSpace, NotEnoughNodes, VolumeConflict
 from provisioner.planning.allocator import ALIGN, Limits, PlacementRequest, Usage, plan_volume
 
 
@@ -52,11 +52,10 @@ def check_movable(volumes: Iterable[Volume], leaving: Collection[DeviceId]) -> N
     """Refuse, before anything is touched, an evacuation that would lose data or race another request."""
     for volume in affected(volumes, leaving):
         if isinstance(volume.durability, Distribute):
-            raise InvalidTopology(
+            raise CannotEvacuate(
                 f"volume {volume.name} is distribute (no redundancy): its bricks on the leaving device(s) are "
                 "the only copy of their files and cannot be moved with replace-brick; delete the volume, "
-                "or remove the device without --evacuate once it holds no bricks",
-                reason="CannotEvacuate",
+                "or remove the device without --evacuate once it holds no bricks"
             )
         if volume.status is not VolumeStatus.ONLINE:
             raise VolumeConflict(
@@ -74,8 +73,8 @@ def plan_evacuation(
     """A move for every brick on a leaving device, volumes in (name, id) order and bricks in volume
     order; each move sees the space and set positions of the ones before it.
 
-    Raises InvalidTopology("CannotEvacuate") or VolumeConflict via ``check_movable``, and
-    NoCapacity("NotEnoughNodes" / "NoDeviceWithSpace") naming the volume and the brick.
+    Raises CannotEvacuate or VolumeConflict via ``check_movable``, and NotEnoughNodes or
+    NoDeviceWithSpace naming the volume and the brick.
     """
     chosen = affected(volumes, leaving)
     check_movable(chosen, leaving)
@@ -133,20 +132,18 @@ def plan_replacement(
     assert failure is not None
     node, device = cluster.device(old.device)
     what = f"brick {old.id} of volume {volume.name} (on {node.manage}:{device.name}, {old.size} bytes)"
-    if failure.reason == "NotEnoughNodes":
-        raise NoCapacity(
+    if isinstance(failure, NotEnoughNodes):
+        raise NotEnoughNodes(
             f"cannot move {what}: no node with an enabled device is left outside the leaving device(s) "
             f"and the {len(blocked)} node(s) holding the rest of its set",
-            reason="NotEnoughNodes",
         ) from failure
     largest = max(
         (d.capacity - usage.get(d.id, 0) for n in candidates.nodes if n.enabled for d in n.devices if d.enabled),
         default=0,
     )
-    raise NoCapacity(
+    raise NoDeviceWithSpace(
         f"cannot move {what}: no enabled device outside its set's nodes has {need} bytes free "
         f"(the largest has {largest})",
-        reason="NoDeviceWithSpace",
     ) from failure
 
 

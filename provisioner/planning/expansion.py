@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from provisioner.domain import Brick, BrickId, Cluster, Volume, VolumeId, derive_id
-from provisioner.errors import NoCapacity
+from provisioner.errors import TooManyBricks
 from provisioner.planning.allocator import Limits, PlacementRequest, Usage, ZoneChecking, plan_volume
 
 
@@ -31,9 +31,8 @@ def plan_expansion(
     brick = data_brick_size(volume)
     pinned = dataclasses.replace(limits, min_brick=brick, max_brick=brick)
     if len(volume.bricks) + add_sets * volume.durability.set_size > limits.max_bricks:
-        raise NoCapacity(
+        raise TooManyBricks(
             f"growing {volume.name} to {size} bytes needs {add_sets} more set(s), beyond {limits.max_bricks} bricks",
-            reason="TooManyBricks",
         )
     taken = dict(usage)
     added: list[Brick] = []

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 from provisioner.domain import Cluster, ClusterId, DeviceId, DeviceSpace, Disperse, Durability, Replicate
-from provisioner.errors import NoCapacity, ProvisionerError, TemporaryError
+from provisioner.errors import NoCapacity, NodeDown, NotEnoughNodes, NotEnoughZones, ProvisionerError, TemporaryError
 
 T = TypeVar("T")
 
@@ -117,28 +117,26 @@ class Placement:
     def down_note(self, cluster: str | None, error: ProvisionerError) -> str:
         """For a temporary failure in a cluster with nodes down: which ones and why (the likely cause,
         which gluster's own message, e.g. "Some of the peers are down", does not name)."""
-        if cluster is None or not isinstance(error, TemporaryError) or error.reason == "NodeDown":
+        if cluster is None or not isinstance(error, TemporaryError) or isinstance(error, NodeDown):
             return ""
         down = self._health.down(cluster)
         return f"; nodes down: {_listed(down)}" if down else ""
 
 
-def _node_down(
-    failure: NoCapacity, down: Mapping[str, str], placeable: Cluster, durability: Durability
-) -> TemporaryError:
+def _node_down(failure: NoCapacity, down: Mapping[str, str], placeable: Cluster, durability: Durability) -> NodeDown:
     """The failure of a placement that only the down nodes could have satisfied."""
     usable = [n for n in placeable.nodes if n.enabled and any(d.enabled for d in n.devices)]
     need = durability.set_size
-    match failure.reason:
-        case "NotEnoughNodes":
+    match failure:
+        case NotEnoughNodes():
             up = len(usable)
             what = f"{_kind(durability)} needs {need} nodes, {up} {'is' if up == 1 else 'are'} up"
-        case "NotEnoughZones":
+        case NotEnoughZones():
             zones = len({n.zone for n in usable})
             what = f"{_kind(durability)} with strict zone checking needs {need} zones, {zones} have a node up"
         case _:
             what = f"{failure} (on the nodes that are up)"
-    return TemporaryError(f"{what}; down: {_listed(down)}", reason="NodeDown")
+    return NodeDown(f"{what}; down: {_listed(down)}")
 
 
 def _kind(durability: Durability) -> str:

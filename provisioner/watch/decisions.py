@@ -13,18 +13,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from provisioner.domain import derive_id
-from provisioner.errors import PermanentError
+from provisioner.errors import InvalidClaim
 from provisioner.events import models
 from provisioner.kube import names
 from provisioner.watch.storage_class import ClassParameters
 
 Manifest = Mapping[str, Any]
-
-
-class InvalidClaim(PermanentError):
-    """A claim this provisioner cannot serve as written (block mode, a selector, a bad size)."""
-
-    reason = "InvalidClaim"
 
 
 def claim_volume_id(claim_uid: str) -> str:

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from provisioner.errors import PermanentError
-
-
-class GidsExhausted(PermanentError):
-    reason = "GidsExhausted"
+from provisioner.errors import GidsExhausted
 
 
 class GidPool:

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from provisioner.errors import PermanentError
+from provisioner.errors import InvalidStorageClass
 from provisioner.events import models
 from provisioner.events.fields import PROVISIONER_NAME_PATTERN
 
@@ -43,12 +43,6 @@ KNOWN = (
     "zonechecking",
     "snapfactor",
 )
-
-
-class InvalidStorageClass(PermanentError):
-    """The StorageClass cannot be served as written; the message names the parameter."""
-
-    reason = "InvalidStorageClass"
 
 
 @dataclass(frozen=True, slots=True)

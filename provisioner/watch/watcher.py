@@ -29,7 +29,7 @@ from kubernetes_asyncio import client
 from provisioner import metrics
 from provisioner.bus.client import RequestSender
 from provisioner.bus.topics import ensure_topics
-from provisioner.errors import ProvisionerError, TemporaryError
+from provisioner.errors import InvalidClaim, ProvisionerError, TemporaryError
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.kube import names
@@ -127,7 +127,7 @@ class ClaimBridge:
         except ProvisionerError as e:
             await self._refuse(claim, e)
         except ValueError as e:  # a hand-edited annotation or an object the models refuse
-            await self._refuse(claim, claims.InvalidClaim(f"claim {claims.uid(claim)}: {e}"))
+            await self._refuse(claim, InvalidClaim(f"claim {claims.uid(claim)}: {e}"))
 
     async def _claim(self, claim: Obj) -> None:
         class_name = claims.class_name(claim)
@@ -138,7 +138,7 @@ class ClaimBridge:
             if names.pv_name(uid) in self._volumes:
                 return  # provisioned; the binder is on its way
             if storage_class is None:
-                raise claims.InvalidClaim(f"StorageClass {class_name!r} of the claim does not exist")
+                raise InvalidClaim(f"StorageClass {class_name!r} of the claim does not exist")
             params = class_parameters(class_name or "", storage_class.get("parameters"))
             gid = await self._gid_for(claim, params.gid_min, params.gid_max)
             if gid is None:

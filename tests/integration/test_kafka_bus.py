@@ -9,6 +9,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devstack.stack import Stack
 from provisioner.bus.publisher import PartitionPublisher
+from provisioner.bus.records import Records, Topics
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.domain import Cluster, ClusterId, Replicate, Volume, VolumeId, VolumeStatus
@@ -50,17 +51,18 @@ async def test_state_written_in_transactions_is_rebuilt_by_a_new_reader(stack: S
     settings = kafka_settings(stack, "state")
     await ensure_topics(settings)
     publisher = PartitionPublisher(settings, TopicPartition(settings.requests_topic, 0))
+    records = Records(Topics(results=settings.results_topic, state=settings.state_topic, dlq=settings.dlq_topic))
     await publisher.start()
     cluster = Cluster(id=ClusterId("c1"))
     keep = Volume(VolumeId("a" * 32), "keep", cluster.id, 1, Replicate(), (), VolumeStatus.ONLINE)
     gone = Volume(VolumeId("b" * 32), "gone", cluster.id, 1, Replicate(), (), VolumeStatus.CREATING)
     try:
         await publisher.publish(
-            publisher.state_records(
+            records.state(
                 [StateChange.put_cluster(cluster), StateChange.put_volume(keep), StateChange.put_volume(gone)]
             )
         )
-        await publisher.publish(publisher.state_records([StateChange.delete_volume(gone.id)]))
+        await publisher.publish(records.state([StateChange.delete_volume(gone.id)]))
     finally:
         await publisher.stop()
 

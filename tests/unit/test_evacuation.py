@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provisioner import cli
-from provisioner.delivery.outcome import Outcome
 from provisioner.domain import (
     Brick,
     BrickId,
@@ -28,17 +27,15 @@ from provisioner.domain import (
     VolumeId,
     derive_id,
 )
-from provisioner.errors import InvalidTopology, NoCapacity, NodeUnreachable
+from provisioner.errors import CannotEvacuate, NoCapacity, NodeUnreachable
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.handling.volumes import Worker
 from provisioner.planning import evacuation
 from provisioner.planning.allocator import Limits, PlacementRequest, plan_volume
-from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState, StateChange
-from provisioner.storage.operations import VolumeOperations
-from tests.fakes import FakeNodes, Fault, Intent, cluster, no_sleep, topology, xml
+from tests import fakes
+from tests.fakes import FakeNodes, Fault, cluster, default_topology, xml
 
 GiB = 1024**3
 LIMITS = Limits()
@@ -113,7 +110,7 @@ def test_distribute_is_refused_naming_the_volume_even_when_others_could_move() -
     topology = cluster((1, [10, 10]), (1, [10]), (1, [10]))
     replicated = volume("a-replicated", ["n0d0", "n1d0", "n2d0"])
     plain = volume("b-plain", ["n0d0"], Distribute())
-    with pytest.raises(InvalidTopology) as refused:
+    with pytest.raises(CannotEvacuate) as refused:
         evacuation.plan_evacuation([replicated, plain], topology, usage_of(replicated, plain), {"n0d0"}, LIMITS)  # type: ignore[arg-type]
     assert refused.value.reason == "CannotEvacuate"
     assert "b-plain" in str(refused.value)
@@ -302,23 +299,12 @@ def replace_brick(nodes: FakeNodes, *, crash_after: int = 0, lose_answer: bool =
     return fault
 
 
-class World:
-    def __init__(self, nodes: int = 3, devices: int = 2) -> None:
-        self.nodes = FakeNodes()
-        self.nodes.faults.append(replace_brick(self.nodes))
-        self.state = DesiredState()
-        self.intent = Intent(self.state)
-        settings = Settings()
-        self.worker = Worker(
-            self.state, VolumeOperations(self.nodes, settings.storage, sleep=no_sleep), settings, sleep=no_sleep
-        )
-        self.topology = topology(nodes, devices, zone_per_node=True)
+class World(fakes.World):
+    """The handler on nodes in a zone each, whose gluster also swaps bricks (``replace_brick``)."""
 
-    async def handle(self, event: Event) -> Outcome:
-        outcome = await self.worker.handle(event, self.intent)
-        for change in outcome.changes:
-            self.state.apply(change)
-        return outcome
+    def __init__(self, nodes: int = 3, devices: int = 2) -> None:
+        super().__init__(topology=default_topology(nodes, devices, zone_per_node=True))
+        self.nodes.faults.append(replace_brick(self.nodes))
 
     async def setup(self, **fields: object) -> Volume:
         await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))

@@ -73,7 +73,7 @@ def test_round_trip_with_headers() -> None:
 def test_bad_events_name_their_reason(value: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidEvent) as failure:
         decode_request(value)
-    assert failure.value.reason == reason
+    assert failure.value.dead_letter_reason == reason
 
 
 def test_error_names_the_field() -> None:

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from provisioner.bus.client import RequestSender
 from provisioner.domain import derive_id
-from provisioner.errors import PermanentError
+from provisioner.errors import GidsExhausted, InvalidClaim, InvalidStorageClass, PermanentError
 from provisioner.events import models
 from provisioner.events.envelope import Event
 from provisioner.kube import manifests, names
@@ -26,11 +26,10 @@ from provisioner.kube.objects import KubeObjects
 from provisioner.settings import Settings
 from provisioner.watch import decisions as claims
 from provisioner.watch import watcher
-from provisioner.watch.decisions import InvalidClaim
-from provisioner.watch.gids import GidPool, GidsExhausted
+from provisioner.watch.gids import GidPool
 from provisioner.watch.informer import Gone, Informer, Obj, Source
 from provisioner.watch.lease import LeaderLease
-from provisioner.watch.storage_class import GID_MAX, GID_MIN, ClassParameters, InvalidStorageClass, class_parameters
+from provisioner.watch.storage_class import GID_MAX, GID_MIN, ClassParameters, class_parameters
 from provisioner.watch.watcher import ClaimBridge, request_id
 
 GiB = 1024**3

@@ -289,7 +289,7 @@ def test_every_dead_letter_reason_is_in_the_vocabulary() -> None:
     assert reasons <= set(metrics.DEAD_LETTER_REASONS), reasons - set(metrics.DEAD_LETTER_REASONS)
     with pytest.raises(InvalidEvent) as bad:
         decode_request(b"{nope")
-    assert bad.value.reason in metrics.DEAD_LETTER_REASONS
+    assert bad.value.dead_letter_reason in metrics.DEAD_LETTER_REASONS
 
 
 def test_every_failure_reason_is_in_the_vocabulary() -> None:

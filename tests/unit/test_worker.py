@@ -8,43 +8,11 @@ from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
 from provisioner.errors import NodeUnreachable
 from provisioner.events import models
-from provisioner.events.envelope import Event, new_event
+from provisioner.events.envelope import new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.handling.volumes import Worker
-from provisioner.settings import Settings
-from provisioner.state import DesiredState
-from provisioner.storage.operations import VolumeOperations
-from tests.fakes import FakeNodes, FakeVolume, Intent, no_sleep, topology, xml
+from tests.fakes import FakeVolume, World, default_topology, xml
 
 GiB = 1024**3
-
-
-class World:
-    def __init__(self, nodes: int = 3) -> None:
-        self.nodes = FakeNodes()
-        self.state = DesiredState()
-        self.intent = Intent(self.state)
-        self.worker = Worker(
-            self.state, VolumeOperations(self.nodes, Settings().storage, sleep=no_sleep), Settings(), sleep=no_sleep
-        )
-        self.topology = topology(nodes)
-
-    async def handle(self, event: Event) -> Outcome:
-        outcome = await self.worker.handle(event, self.intent)
-        for change in outcome.changes:
-            self.state.apply(change)
-        return outcome
-
-    async def load(self) -> Outcome:
-        return await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
-
-    async def provision(self, **fields: object) -> Outcome:
-        data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
-        return await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
-
-    async def delete(self, **fields: object) -> Outcome:
-        data = models.DeleteVolume.model_validate({"cluster": "dev", **fields})
-        return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
 
 
 async def test_provision_then_delete_leaves_nothing() -> None:
@@ -197,7 +165,7 @@ async def test_topology_cannot_drop_a_device_in_use() -> None:
     world = World(nodes=4)
     await world.load()
     await world.provision(name="v7")
-    world.topology = topology(nodes=2)
+    world.topology = default_topology(nodes=2)
     outcome = await world.load()
     assert isinstance(outcome.result.data, models.RequestFailed)
     assert outcome.result.data.reason == "DeviceInUse"
@@ -239,7 +207,7 @@ async def change(world: World, type_: str, data: models.Model) -> Outcome:
 async def test_node_add_probes_and_remove_detaches() -> None:
     world = World(nodes=2)
     await world.load()
-    third = topology(3).nodes[2]
+    third = default_topology(3).nodes[2]
     added = await change(world, models.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
     assert isinstance(added.result.data, models.TopologyLoaded) and added.result.data.nodes == 3
     assert world.nodes.peers == {"10.0.0.3"}

@@ -6,17 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeStatus
 from provisioner.events import models
-from provisioner.events.envelope import Event, new_event
+from provisioner.events.envelope import new_event
 from provisioner.executor import Argv, CommandResult
-from provisioner.handling.volumes import Worker
 from provisioner.planning.placement import NothingDown
-from provisioner.settings import Settings
-from provisioner.state import DesiredState
-from provisioner.storage.operations import VolumeOperations
-from tests.fakes import FakeNodes, Intent, no_sleep, xml
+from tests import fakes
+from tests.fakes import failure as failed
+from tests.fakes import provisioned, xml
 
 GiB = 1024**3
 GLUSTERD = "glusterd not answering: Connection failed. Please check if gluster daemon is operational."
@@ -39,41 +36,15 @@ def node(i: int, *, zone: int = 1, capacity: int = 100 * GiB) -> dict[str, Any]:
     }
 
 
-class World:
+class World(fakes.World):
+    """The handler with a health view whose down nodes the tests set (``health.hosts``)."""
+
     def __init__(self, *nodes: dict[str, Any]) -> None:
-        self.nodes = FakeNodes()
-        self.state = DesiredState()
-        self.intent = Intent(self.state)
         self.health = FakeHealth()
-        operations = VolumeOperations(self.nodes, Settings().storage, sleep=no_sleep)
-        self.worker = Worker(self.state, operations, Settings(), sleep=no_sleep, health=self.health)
-        self.topology = models.LoadTopology.model_validate(
-            {"cluster": "dev", "nodes": list(nodes) or [node(i) for i in (1, 2, 3)]}
+        nodes = nodes or tuple(node(i) for i in (1, 2, 3))
+        super().__init__(
+            topology=models.LoadTopology.model_validate({"cluster": "dev", "nodes": list(nodes)}), health=self.health
         )
-
-    async def handle(self, event: Event) -> Outcome:
-        outcome = await self.worker.handle(event, self.intent)
-        for change in outcome.changes:
-            self.state.apply(change)
-        return outcome
-
-    async def load(self) -> None:
-        loaded = await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
-        assert loaded.result.type.endswith(".succeeded.v1")
-
-    async def provision(self, **fields: object) -> Outcome:
-        data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
-        return await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
-
-
-def failed(outcome: Outcome) -> models.RequestFailed:
-    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
-    return outcome.result.data
-
-
-def provisioned(outcome: Outcome) -> models.VolumeOut:
-    assert isinstance(outcome.result.data, models.VolumeProvisioned), outcome.result.data
-    return outcome.result.data.volume
 
 
 async def test_replica_three_with_a_node_down_fails_naming_it_and_touches_nothing() -> None:
@@ -191,9 +162,6 @@ async def test_an_existing_volume_on_a_down_node_fails_temporarily_naming_it() -
 
 async def test_without_a_health_view_nothing_is_down() -> None:
     assert NothingDown().down("dev") == {}
-    world = World()
-    world.worker = Worker(
-        world.state, VolumeOperations(world.nodes, Settings().storage, sleep=no_sleep), Settings(), sleep=no_sleep
-    )
+    world = fakes.World()  # no health view given
     await world.load()
     assert provisioned(await world.provision(name="plain"))

@@ -13,17 +13,23 @@ from typing import Any
 
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
-from provisioner.errors import PermanentError, ProvisionerError, TemporaryError
+from provisioner.errors import (
+    KubernetesConflict,
+    KubernetesForbidden,
+    KubernetesInvalid,
+    KubernetesUnavailable,
+    PersistentVolumeTaken,
+    ProvisionerError,
+)
 from provisioner.events import models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv
-from provisioner.handling.volumes import Worker
 from provisioner.kube import names
 from provisioner.settings import Settings
-from provisioner.state import DesiredState, StateChange
-from provisioner.storage.operations import VolumeOperations
+from provisioner.state import StateChange
 from provisioner.watch.decisions import claim_volume_id
-from tests.fakes import FakeNodes, Intent, topology
+from tests import fakes
+from tests.fakes import FakeNodes, Intent, failure
 
 GiB = 1024**3
 UID = "0b7c3f2e-4d1a-4c6b-9e8f-1a2b3c4d5e6f"
@@ -57,14 +63,15 @@ class Claims:
     """A ``ClaimPublisher`` that records its calls; ``*_failures`` are raised one per call, in order."""
 
     nodes: FakeNodes
-    intent: Intent
+    intent: Intent | None = None  # set once the world has one
     exists: bool = True
     publish_failures: list[ProvisionerError] = field(default_factory=list)
     withdraw_failures: list[ProvisionerError] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
 
     def _record(self, name: str, *args: Any) -> None:
-        self.calls.append(Call(name, args, len(self.nodes.calls), len(self.intent.recorded)))
+        recorded = len(self.intent.recorded) if self.intent is not None else 0
+        self.calls.append(Call(name, args, len(self.nodes.calls), recorded))
 
     def named(self, name: str) -> list[Call]:
         return [call for call in self.calls if call.name == name]
@@ -94,34 +101,14 @@ class Claims:
         self._record("event", claim, reason, message, warning)
 
 
-class World:
+class World(fakes.World):
+    """The handler with a recording Kubernetes port (``claims``), or none (``kubernetes=False``)."""
+
     def __init__(self, *, nodes: int = 3, kubernetes: bool = True) -> None:
-        self.nodes = Nodes()
-        self.state = DesiredState()
-        self.intent = Intent(self.state)
-        self.claims = Claims(self.nodes, self.intent)
-        self.sleeps: list[float] = []
-        self.worker = Worker(
-            self.state,
-            VolumeOperations(self.nodes, Settings().storage, sleep=self.sleep),
-            Settings(),
-            claims=self.claims if kubernetes else None,
-            sleep=self.sleep,
-        )
-        self.topology = topology(nodes)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def handle(self, event: Event) -> Outcome:
-        outcome = await self.worker.handle(event, self.intent)
-        for change in outcome.changes:
-            self.state.apply(change)
-        return outcome
-
-    async def load(self) -> None:
-        loaded = await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
-        assert loaded.result.type.endswith(".succeeded.v1"), loaded.result.data
+        fake = Nodes()
+        self.claims = Claims(fake)
+        super().__init__(nodes, fake=fake, objects=self.claims if kubernetes else None)
+        self.claims.intent = self.intent
 
     def request(self, **fields: Any) -> Event:
         spec = models.ClaimVolume(claim=CLAIM, storage_class="gold", provisioner="gluster.org/glusterfs")
@@ -144,16 +131,8 @@ class World:
         data = models.DeleteVolume.model_validate({"cluster": "dev", "volume_id": claim_volume_id(UID), **fields})
         return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
 
-    async def expand(self, size: int, **fields: Any) -> Outcome:
-        data = models.ExpandVolume.model_validate(
-            {"cluster": "dev", "volume_id": claim_volume_id(UID), "size": size, **fields}
-        )
-        return await self.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
-
-
-def failure(outcome: Outcome) -> models.RequestFailed:
-    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
-    return outcome.result.data
+    async def grow(self, size: int, **fields: Any) -> Outcome:
+        return await self.expand(volume_id=claim_volume_id(UID), size=size, **fields)
 
 
 def nothing_left_on_the_nodes(world: World) -> bool:
@@ -204,7 +183,7 @@ async def test_a_claim_that_is_gone_gets_no_storage() -> None:
     assert failed.reason == "ClaimGone"
     assert UID in failed.message and not failed.retriable
     assert world.nodes.calls == []
-    assert world.intent.recorded == [] and outcome.changes == [] and world.state.volumes == {}
+    assert world.intent.recorded == [] and outcome.changes == () and world.state.volumes == {}
     assert [call.name for call in world.claims.calls] == ["claim_exists", "event"]
     [event] = world.claims.named("event")
     assert event.args[:2] == (CLAIM, "ProvisioningFailed") and event.args[3] is True
@@ -213,14 +192,14 @@ async def test_a_claim_that_is_gone_gets_no_storage() -> None:
 async def test_a_pv_that_cannot_be_published_takes_its_volume_down() -> None:
     world = World()
     await world.load()
-    world.claims.publish_failures = [PermanentError("PersistentVolume is invalid", reason="KubernetesInvalid")]
+    world.claims.publish_failures = [KubernetesInvalid("PersistentVolume is invalid")]
     outcome = await world.provision()
     failed = failure(outcome)
     assert failed.reason == "KubernetesInvalid" and not failed.retriable
     assert failed.volume_id == claim_volume_id(UID)
     assert nothing_left_on_the_nodes(world), "the bricks were not rolled back"
     assert world.state.volumes == {}
-    assert outcome.changes == [StateChange.delete_volume(VolumeId(claim_volume_id(UID)))]
+    assert outcome.changes == (StateChange.delete_volume(VolumeId(claim_volume_id(UID))),)
     [withdraw] = world.claims.named("withdraw")
     assert withdraw.args == (OBJECTS,)
     [event] = world.claims.named("event")
@@ -232,7 +211,7 @@ async def test_a_pv_that_cannot_be_published_takes_its_volume_down() -> None:
 async def test_a_pv_name_taken_by_another_claim_is_not_withdrawn() -> None:
     world = World()
     await world.load()
-    world.claims.publish_failures = [PermanentError("not for this claim", reason="PersistentVolumeTaken")]
+    world.claims.publish_failures = [PersistentVolumeTaken("not for this claim")]
     outcome = await world.provision()
     assert failure(outcome).reason == "PersistentVolumeTaken"
     assert world.claims.named("withdraw") == []  # the objects belong to someone else
@@ -242,7 +221,7 @@ async def test_a_pv_name_taken_by_another_claim_is_not_withdrawn() -> None:
 async def test_a_publish_failing_for_a_while_is_retried() -> None:
     world = World()
     await world.load()
-    busy = TemporaryError("apiserver busy", reason="KubernetesUnavailable", delay=2.0)
+    busy = KubernetesUnavailable("apiserver busy", delay=2.0)
     world.claims.publish_failures = [busy, busy]
     outcome = await world.provision()
     data = outcome.result.data
@@ -257,7 +236,7 @@ async def test_a_publish_failing_for_a_while_is_retried() -> None:
 async def test_a_publish_failing_on_every_attempt_is_answered_retriable_and_rolled_back() -> None:
     world = World()
     await world.load()
-    busy = TemporaryError("apiserver away", reason="KubernetesUnavailable", delay=2.0)
+    busy = KubernetesUnavailable("apiserver away", delay=2.0)
     world.claims.publish_failures = [busy] * Settings().worker.max_attempts
     failed = failure(await world.provision())
     assert failed.reason == "KubernetesUnavailable" and failed.retriable
@@ -280,7 +259,7 @@ async def test_a_repeated_provision_publishes_again_and_succeeds() -> None:
     assert len(world.claims.named("publish")) == 2
     assert len(world.claims.named("claim_exists")) == 1  # an online volume is answered, not re-checked
     assert len(world.nodes.calls) == node_calls  # and not rebuilt
-    assert again.changes == []
+    assert again.changes == ()
 
 
 async def test_a_repeated_provision_whose_publish_fails_keeps_the_volume() -> None:
@@ -288,7 +267,7 @@ async def test_a_repeated_provision_whose_publish_fails_keeps_the_volume() -> No
     await world.load()
     event = world.request()
     await world.handle(event)
-    world.claims.publish_failures = [PermanentError("forbidden", reason="KubernetesForbidden")]
+    world.claims.publish_failures = [KubernetesForbidden("forbidden")]
     again = await world.handle(event)
     assert failure(again).reason == "KubernetesForbidden"
     assert world.state.volumes[VolumeId(claim_volume_id(UID))].status is VolumeStatus.ONLINE
@@ -348,7 +327,7 @@ async def test_delete_whose_withdraw_fails_for_a_while_is_retried() -> None:
     world = World()
     await world.load()
     await world.provision()
-    world.claims.withdraw_failures = [TemporaryError("conflict", reason="KubernetesConflict", delay=0.5)]
+    world.claims.withdraw_failures = [KubernetesConflict("conflict", delay=0.5)]
     outcome = await world.delete(kubernetes=OBJECTS.model_dump())
     assert isinstance(outcome.result.data, models.VolumeDeleted) and outcome.result.data.existed
     assert len(world.claims.named("withdraw")) == 2
@@ -381,7 +360,7 @@ async def test_expand_has_the_pv_follow_the_new_size() -> None:
     world = World()
     await world.load()
     await world.provision()
-    outcome = await world.expand(2 * GiB, kubernetes=RESIZE.model_dump())
+    outcome = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     data = outcome.result.data
     assert isinstance(data, models.VolumeExpanded), data
     assert data.added_bricks == 3 and data.persistent_volume == PV
@@ -395,9 +374,9 @@ async def test_a_repeated_expand_resizes_again_without_node_work() -> None:
     world = World()
     await world.load()
     await world.provision()
-    await world.expand(2 * GiB, kubernetes=RESIZE.model_dump())
+    await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     node_calls = len(world.nodes.calls)
-    again = await world.expand(2 * GiB, kubernetes=RESIZE.model_dump())
+    again = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     assert isinstance(again.result.data, models.VolumeExpanded) and again.result.data.added_bricks == 0
     assert [call.args for call in world.claims.named("resized")] == [(RESIZE, 2 * GiB), (RESIZE, 2 * GiB)]
     assert len(world.nodes.calls) == node_calls
@@ -409,7 +388,7 @@ async def test_a_no_op_expand_of_a_volume_with_room_reports_the_requested_size()
     world = World()
     await world.load()
     await world.provision(durability={"type": "disperse", "data": 2, "redundancy": 1})
-    outcome = await world.expand(2 * GiB, kubernetes=RESIZE.model_dump())
+    outcome = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     data = outcome.result.data
     assert isinstance(data, models.VolumeExpanded), data
     assert data.added_bricks == 0
@@ -421,7 +400,7 @@ async def test_expand_without_a_claim_never_calls_the_publisher() -> None:
     world = World()
     await world.load()
     await world.provision(kubernetes=None)
-    outcome = await world.expand(2 * GiB)
+    outcome = await world.grow(2 * GiB)
     assert isinstance(outcome.result.data, models.VolumeExpanded) and outcome.result.data.persistent_volume is None
     assert world.claims.calls == []
 
@@ -431,6 +410,6 @@ async def test_expand_naming_a_claim_on_a_worker_without_kubernetes_touches_noth
     await world.load()
     await world.provision(kubernetes=None)
     node_calls = len(world.nodes.calls)
-    outcome = await world.expand(2 * GiB, kubernetes=RESIZE.model_dump())
+    outcome = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     assert failure(outcome).reason == "KubernetesDisabled"
     assert len(world.nodes.calls) == node_calls, "the volume was grown although the request is refused"
