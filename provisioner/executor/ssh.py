@@ -1,11 +1,18 @@
 """Runs node commands over SSH with asyncssh: pooled connections, verified host keys, bounded work.
 
-* One persistent connection per host, opened on first use and reopened after it breaks.
+* One persistent connection per host, opened on first use and reopened on the next command after
+  it breaks. Nothing here retries: a broken connection is ``NodeUnreachable``, and the request's
+  one retry owner (``handling.retry``) decides whether to try again.
 * Host keys are checked against the configured known_hosts file; there is no auto-accept. A host
   whose key is missing or different is refused and nothing runs there.
 * At most ``max_sessions`` commands run at once on a host (sshd's MaxSessions defaults to 10).
+* A command that outlives its timeout is signalled and its channel closed, so nothing keeps
+  running on the node for a request that has given up on it.
+* Output is bounded: at most ``max_output`` bytes of stdout and of stderr are kept (the rest is
+  read and dropped, so the node never blocks on a full pipe), and the result says it was cut.
 * The argv is joined with ``shlex.join`` here, once: SSH carries a command string, and quoting it
   in this one place is what keeps every argument a single, literal word on the node.
+
 asyncssh exceptions are translated here and go no further.
 """
 
@@ -25,6 +32,7 @@ from provisioner.executor import Argv, CommandResult
 from provisioner.settings import Settings
 
 log = logging.getLogger(__name__)
+CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,7 @@ class SshOptions:
     connect_timeout: float = 10.0
     keepalive_interval: float = 15.0
     max_sessions: int = 8
+    max_output: int = 16 * 1024 * 1024  # bytes of stdout (and of stderr) kept per command
 
 
 class SshExecutor:
@@ -49,29 +58,37 @@ class SshExecutor:
         command = shlex.join(argv)
         semaphore = self._sessions.setdefault(host, asyncio.Semaphore(self._options.max_sessions))
         async with semaphore:
-            for attempt in (1, 2):
-                connection = await self._connection(host)
-                try:
-                    async with asyncio.timeout(timeout):
-                        completed = await connection.run(command, check=False)
-                    break
-                except TimeoutError:
-                    raise CommandTimeout(host, argv, timeout) from None
-                except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, ConnectionError) as e:
-                    # The pooled connection died (node restarted, network blip). The command never
-                    # started if the channel could not open; our node steps are idempotent anyway.
-                    self._forget(host, connection)
-                    if attempt == 2:
-                        raise NodeUnreachable(host, f"connection lost: {e}") from e
-                    log.info("ssh connection to %s broke (%s); reconnecting", host, e)
-        result = CommandResult(
-            host=host,
-            argv=argv,
-            exit_status=completed.exit_status if completed.exit_status is not None else -1,
-            stdout=_text(completed.stdout),
-            stderr=_text(completed.stderr),
-        )
+            connection = await self._connection(host)
+            try:
+                status, stdout, stderr = await self._execute(connection, command, host=host, argv=argv, timeout=timeout)
+            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError) as e:
+                # The pooled connection died (node restarted, network blip): the next command reconnects.
+                self._forget(host, connection)
+                raise NodeUnreachable(host, f"connection lost: {e}", delay=0.2) from e
+        result = CommandResult(host=host, argv=argv, exit_status=status, stdout=stdout, stderr=stderr)
         return result.check() if check else result
+
+    async def _execute(
+        self, connection: asyncssh.SSHClientConnection, command: str, *, host: str, argv: Argv, timeout: float
+    ) -> tuple[int, str, str]:
+        limit = self._options.max_output
+        process: asyncssh.SSHClientProcess[bytes] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                process = await connection.create_process(command, encoding=None)
+                stdout, stderr = await asyncio.gather(_bounded(process.stdout, limit), _bounded(process.stderr, limit))
+                await process.wait_closed()
+        except TimeoutError:
+            log.warning("%s on %s timed out after %gs; stopping it", argv[0] if argv else "?", host, timeout)
+            if process is not None:
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    process.send_signal("KILL")
+            raise CommandTimeout(host, argv, timeout) from None
+        finally:
+            if process is not None:
+                process.close()
+        status = process.exit_status if process.exit_status is not None else -1
+        return status, stdout, stderr
 
     async def _connection(self, host: str) -> asyncssh.SSHClientConnection:
         connection = self._connections.get(host)
@@ -122,10 +139,16 @@ class SshExecutor:
                 await connection.wait_closed()
 
 
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+async def _bounded(stream: asyncssh.SSHReader[bytes], limit: int) -> str:
+    """The stream's text up to ``limit`` bytes; the rest is read and dropped, and counted."""
+    kept = bytearray()
+    dropped = 0
+    while chunk := await stream.read(CHUNK):
+        room = limit - len(kept)
+        kept += chunk[:room]
+        dropped += max(len(chunk) - room, 0)
+    text = kept.decode(errors="replace")
+    return text + f"\n[{dropped} more bytes of output dropped]" if dropped else text
 
 
 def ssh_executor(settings: Settings) -> SshExecutor:
