@@ -57,9 +57,9 @@ from provisioner.bus.records import Outgoing
 from provisioner.bus.topics import topic_partitions
 from provisioner.domain import Brick, BrickId, ClusterId, DeviceId, NodeId, Replicate, Volume, VolumeId
 from provisioner.errors import InvalidEvent
-from provisioner.events import models
+from provisioner.events import catalog, models, results
+from provisioner.events.catalog import is_terminal
 from provisioner.events.envelope import Event, decode_result, encode, new_event
-from provisioner.events.models import is_terminal
 from provisioner.executor import Executor
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.planning.clusters import cluster_from
@@ -274,7 +274,7 @@ class Run:
         if action == "provision":
             events = [
                 new_event(
-                    models.PROVISION_REQUESTED,
+                    catalog.PROVISION_REQUESTED,
                     models.ProvisionVolume(cluster=self.cluster, size=self.args.size, name=name),
                     source=SOURCE,
                 )
@@ -282,17 +282,17 @@ class Run:
             ]
         else:
             events = [
-                new_event(models.DELETE_REQUESTED, models.DeleteVolume(cluster=self.cluster, name=name), source=SOURCE)
+                new_event(catalog.DELETE_REQUESTED, models.DeleteVolume(cluster=self.cluster, name=name), source=SOURCE)
                 for name in names
             ]
         before = parse_metrics(await self.daemon.metrics())
         load = loadavg()
-        latencies, wall, results = await self.bus.round(events, key=self.cluster)
+        latencies, wall, answers = await self.bus.round(events, key=self.cluster)
         after = parse_metrics(await self.daemon.metrics())
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result.data, models.RequestFailed):
+        for name, result in zip(names, answers, strict=True):
+            if isinstance(result.data, results.RequestFailed):
                 raise RuntimeError(f"daemon {action} {name} failed: {result.data.reason}: {result.data.message}")
-            if isinstance(result.data, models.VolumeProvisioned):
+            if isinstance(result.data, results.VolumeProvisioned):
                 self.daemon_live[name] = _volume(result.data.volume)
                 self.made.append(self.daemon_live[name])
             else:
@@ -405,7 +405,7 @@ async def gluster_volumes(executor: Executor, host: str) -> list[str]:
     return [] if "No volumes" in listed.stdout else listed.stdout.split()
 
 
-def _volume(out: models.VolumeOut) -> Volume:
+def _volume(out: results.VolumeOut) -> Volume:
     bricks = tuple(
         Brick(
             id=BrickId(b.id),
@@ -682,9 +682,9 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         await daemon.wait_ready()
         await bus.start()
         _, _, [loaded] = await bus.round(
-            [new_event(models.TOPOLOGY_LOAD_REQUESTED, load, source=SOURCE)], key=stack.prefix
+            [new_event(catalog.TOPOLOGY_LOAD_REQUESTED, load, source=SOURCE)], key=stack.prefix
         )
-        if not isinstance(loaded.data, models.TopologyLoaded):
+        if not isinstance(loaded.data, results.TopologyLoaded):
             raise RuntimeError(f"topology load failed: {loaded.data}")
         print(f"daemon up ({stack.prefix}), topology loaded: {loaded.data.nodes} nodes", flush=True)
         others = await gluster_volumes(executor, cluster.nodes[0].manage)

@@ -84,7 +84,7 @@ from devstack.kube import api_client, ensure_kube
 from devstack.stack import Daemon, Stack, load_stack, load_topology
 from provisioner.bus.topics import topic_partitions
 from provisioner.domain import Brick, BrickId, Cluster, DeviceId, Replicate, Volume, VolumeId, volume_name_for
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import header, new_event
 from provisioner.executor import Executor
 from provisioner.executor.measured import MeasuredExecutor
@@ -96,8 +96,8 @@ from provisioner.storage.operations import VolumeOperations
 from provisioner.storage.parsing import VolumeInfo, parse_volume_info
 from provisioner.storage.tags import ID_OPTION
 from provisioner.watch import decisions as claims
+from provisioner.watch.bridge import request_id
 from provisioner.watch.informer import Informer, Obj, api_source
-from provisioner.watch.watcher import request_id
 
 log = logging.getLogger("bench.kube")
 SOURCE = "/bench/kube"
@@ -355,14 +355,14 @@ class Run:
     def _check_failures(self) -> None:
         for uid in self.claim_uids.values():
             arrived = self.bus.arrived.get(request_id("provision", uid))
-            if arrived is not None and isinstance(arrived[1].data, models.RequestFailed):
+            if arrived is not None and isinstance(arrived[1].data, results.RequestFailed):
                 failed = arrived[1].data
                 raise RuntimeError(f"provision of claim {uid} failed: {failed.reason}: {failed.message}")
 
     def _note_results(self) -> None:
         for _, event in list(self.bus.arrived.values()):
             data = event.data
-            if isinstance(data, models.VolumeProvisioned) and data.volume.cluster == self.cluster:
+            if isinstance(data, results.VolumeProvisioned) and data.volume.cluster == self.cluster:
                 self.made.setdefault(data.volume.volume_id, _volume(data.volume))
 
     # --- the Kubernetes path --------------------------------------------------------------------
@@ -430,19 +430,19 @@ class Run:
             data: list[models.Model] = [
                 models.ProvisionVolume(cluster=self.cluster, size=self.args.size, name=n) for n in volume_names
             ]
-            type_ = models.PROVISION_REQUESTED
+            type_ = catalog.PROVISION_REQUESTED
         else:
             data = [models.DeleteVolume(cluster=self.cluster, name=n) for n in volume_names]
-            type_ = models.DELETE_REQUESTED
+            type_ = catalog.DELETE_REQUESTED
         events = [new_event(type_, d, source=SOURCE) for d in data]
         before = parse_metrics(await self.daemon.metrics())
         load = loadavg()
         if action == "provision":
             self.event_live.update(volume_names)
-        latencies, wall, results = await self.bus.round(events, key=self.cluster)
+        latencies, wall, answers = await self.bus.round(events, key=self.cluster)
         after = parse_metrics(await self.daemon.metrics())
-        for name, result in zip(volume_names, results, strict=True):
-            if isinstance(result.data, models.RequestFailed):
+        for name, result in zip(volume_names, answers, strict=True):
+            if isinstance(result.data, results.RequestFailed):
                 raise RuntimeError(f"event {action} of {name} failed: {result.data.reason}: {result.data.message}")
             if action == "delete":
                 self.event_live.discard(name)

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import TemporaryError
-from provisioner.events import models
+from provisioner.events import catalog, models
+from provisioner.events.catalog import is_terminal
 from provisioner.events.envelope import Event, decode_result, encode, new_event
-from provisioner.events.models import is_terminal
 from provisioner.executor.ssh import SshExecutor, SshOptions
 from provisioner.settings import KafkaSettings
 
@@ -261,7 +261,7 @@ async def load_topology(stack: Stack, cluster: str) -> None:
     """Load the dev topology under ``cluster`` and wait for its result (the daemon must be running)."""
     document = json.loads(TOPOLOGY.read_text())["clusters"][0]
     data = models.LoadTopology.model_validate({"cluster": cluster, "nodes": document["nodes"]})
-    event = new_event(models.TOPOLOGY_LOAD_REQUESTED, data, source="/tests")
+    event = new_event(catalog.TOPOLOGY_LOAD_REQUESTED, data, source="/tests")
     value, headers = encode(event)
     async with TopicReader(stack, stack.topic("results")) as results:
         await produce(stack, value, key=cluster.encode(), headers=headers)

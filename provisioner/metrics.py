@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from provisioner import __version__, errors
-from provisioner.events.models import REQUEST_KINDS
+from provisioner.events.catalog import REQUEST_KINDS
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output and no dashboard reads them
 

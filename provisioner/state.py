@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from provisioner.domain import Cluster, ClusterId, Volume, VolumeId
 from provisioner.errors import UnknownCluster
-from provisioner.planning.allocator import DeviceUsage
+from provisioner.planning.index import DeviceUsage
 
 _CLUSTER = TypeAdapter(Cluster)
 _VOLUME = TypeAdapter(Volume)

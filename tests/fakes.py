@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import Cluster, ClusterId, Device, DeviceId, Node, NodeId
 from provisioner.errors import CommandFailed
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
 from provisioner.handling.dispatch import RequestHandler
@@ -112,28 +112,28 @@ class World:
         return outcome
 
     async def load(self) -> Outcome:
-        return await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+        return await self.handle(new_event(catalog.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
 
     async def provision(self, **fields: object) -> Outcome:
         data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
-        return await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
+        return await self.handle(new_event(catalog.PROVISION_REQUESTED, data, source="/t"))
 
     async def delete(self, **fields: object) -> Outcome:
         data = models.DeleteVolume.model_validate({"cluster": "dev", **fields})
-        return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
+        return await self.handle(new_event(catalog.DELETE_REQUESTED, data, source="/t"))
 
     async def expand(self, **fields: object) -> Outcome:
         data = models.ExpandVolume.model_validate({"cluster": "dev", **fields})
-        return await self.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
+        return await self.handle(new_event(catalog.EXPAND_REQUESTED, data, source="/t"))
 
 
-def failure(outcome: Outcome) -> models.RequestFailed:
-    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
+def failure(outcome: Outcome) -> results.RequestFailed:
+    assert isinstance(outcome.result.data, results.RequestFailed), outcome.result.data
     return outcome.result.data
 
 
-def provisioned(outcome: Outcome) -> models.VolumeOut:
-    assert isinstance(outcome.result.data, models.VolumeProvisioned), outcome.result.data
+def provisioned(outcome: Outcome) -> results.VolumeOut:
+    assert isinstance(outcome.result.data, results.VolumeProvisioned), outcome.result.data
     return outcome.result.data.volume
 
 

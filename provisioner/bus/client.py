@@ -15,8 +15,8 @@ from aiokafka.errors import KafkaError
 from provisioner.bus.publisher import idempotent_producer
 from provisioner.bus.topics import topic_partitions
 from provisioner.errors import InvalidEvent, TemporaryError
+from provisioner.events.catalog import is_terminal
 from provisioner.events.envelope import Event, decode_result, encode
-from provisioner.events.models import is_terminal
 from provisioner.settings import KafkaSettings
 
 

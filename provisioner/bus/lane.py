@@ -35,8 +35,8 @@ from provisioner.delivery.ledger import Ledger, ledger_key
 from provisioner.delivery.outcome import IntentWriter, Outcome
 from provisioner.delivery.schedule import NOTHING, Keys, Schedule
 from provisioner.errors import InvalidEvent, KafkaUnavailable, ProvisionerError
+from provisioner.events.catalog import REQUEST_KINDS
 from provisioner.events.envelope import Event, decode_request
-from provisioner.events.models import REQUEST_KINDS
 from provisioner.state import DesiredState, StateChange
 
 log = logging.getLogger(__name__)

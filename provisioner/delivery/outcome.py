@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from provisioner.events import models
+from provisioner.events import catalog
 from provisioner.events.envelope import Event
 from provisioner.state import StateChange
 
@@ -26,7 +26,7 @@ class Outcome:
 
     @property
     def succeeded(self) -> bool:
-        return models.is_success(self.result.type)
+        return catalog.is_success(self.result.type)
 
 
 class IntentWriter(Protocol):

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from provisioner import __version__
-from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES, Model
+from provisioner.events.catalog import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES
+from provisioner.events.models import Model
 
 REF = "#/components/schemas/{model}"
 

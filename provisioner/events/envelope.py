@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner.errors import InvalidEvent
-from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES, Model
+from provisioner.events.catalog import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES
+from provisioner.events.models import Model
 
 Headers = list[tuple[str, bytes]]
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from provisioner.events.models import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES
+from provisioner.events.catalog import PROGRESS_TYPES, REQUEST_TYPES, RESULT_TYPES
 
 
 def schemas() -> dict[str, str]:

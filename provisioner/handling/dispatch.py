@@ -12,7 +12,6 @@ have no keys and run alone.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from provisioner.delivery.outcome import IntentWriter, Outcome
@@ -23,10 +22,11 @@ from provisioner.events import models
 from provisioner.events.envelope import Event
 from provisioner.handling.kubernetes import KubernetesObjects
 from provisioner.handling.operation import OperationFailed
+from provisioner.handling.request import Request, Storage
 from provisioner.handling.results import failed
 from provisioner.handling.retry import Retrying
 from provisioner.handling.topology import TopologyRequests
-from provisioner.handling.volumes import Request, VolumeRequests
+from provisioner.handling.volumes import VolumeRequests
 from provisioner.planning.allocator import Limits
 from provisioner.planning.placement import NodeHealthView, ObservedSpace, Placement
 from provisioner.settings import Settings
@@ -52,13 +52,13 @@ class RequestHandler:
         self._settings = settings
         self._retrying = retrying or Retrying(settings.worker)
         self._placement = Placement(health, observed)
-        storage = settings.storage
+        sizes = settings.storage
         limits = Limits(
-            min_brick=storage.min_brick_size, max_brick=storage.max_brick_size, max_bricks=storage.max_bricks_per_volume
+            min_brick=sizes.min_brick_size, max_brick=sizes.max_brick_size, max_bricks=sizes.max_bricks_per_volume
         )
-        locks: dict[ClusterId, asyncio.Lock] = {}
-        self.volumes = VolumeRequests(state, operations, self._placement, locks=locks, limits=limits, objects=objects)
-        self.topology = TopologyRequests(self.volumes)
+        storage = Storage(state, operations, self._placement, limits, objects)
+        self.volumes = VolumeRequests(storage)
+        self.topology = TopologyRequests(storage)
 
     def keys_of(self, event: Event) -> Keys | None:
         """The volumes ``event`` works on: its id and its name, as far as they can be known now."""

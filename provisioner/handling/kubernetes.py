@@ -13,7 +13,7 @@ from typing import Protocol
 
 from provisioner import metrics
 from provisioner.errors import ClaimGone, KubernetesDisabled, ProvisionerError
-from provisioner.events import models
+from provisioner.events import models, results
 from provisioner.handling.retry import Retrying
 from provisioner.kube import names
 
@@ -23,7 +23,7 @@ class KubernetesObjects(Protocol):
 
     async def claim_exists(self, claim: models.ClaimRef) -> bool: ...
     async def provisioning(self, spec: models.ClaimVolume) -> None: ...
-    async def publish(self, spec: models.ClaimVolume, volume: models.VolumeOut) -> str: ...
+    async def publish(self, spec: models.ClaimVolume, volume: results.VolumeOut) -> str: ...
     async def withdraw(self, objects: models.ClaimObjects) -> None: ...
     async def resized(self, resize: models.ClaimResize, size: int) -> None: ...
     async def event(self, claim: models.ClaimRef, reason: str, message: str, *, warning: bool = False) -> None: ...
@@ -57,7 +57,7 @@ class ClaimSteps:
             )
         await objects.provisioning(spec)
 
-    async def publish(self, spec: models.ClaimVolume, volume: models.VolumeOut) -> str:
+    async def publish(self, spec: models.ClaimVolume, volume: results.VolumeOut) -> str:
         objects = self.require()
         with metrics.step("kubernetes"):
             return await self._retrying(lambda: objects.publish(spec, volume), what=f"publish the PV of {volume.name}")

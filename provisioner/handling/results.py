@@ -13,7 +13,7 @@ import logging
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import Cluster, Volume, brick_mount_point
 from provisioner.errors import ProvisionerError, TemporaryError
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, new_event
 from provisioner.state import StateChange
 from provisioner.storage.operations import mount_source
@@ -30,13 +30,13 @@ def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text[: limit - len(note)] + note
 
 
-def volume_out(cluster: Cluster, volume: Volume) -> models.VolumeOut:
+def volume_out(cluster: Cluster, volume: Volume) -> results.VolumeOut:
     mount, backups = mount_source(cluster, volume)
     bricks = []
     for brick in volume.bricks:
         node = cluster.node(brick.node)
         bricks.append(
-            models.BrickOut(
+            results.BrickOut(
                 id=brick.id,
                 node=brick.node,
                 host=node.storage,
@@ -46,7 +46,7 @@ def volume_out(cluster: Cluster, volume: Volume) -> models.VolumeOut:
                 arbiter=brick.arbiter,
             )
         )
-    return models.VolumeOut(
+    return results.VolumeOut(
         cluster=volume.cluster,
         volume_id=volume.id,
         name=volume.name,
@@ -68,7 +68,7 @@ def succeeded(
     source: str,
     changes: tuple[StateChange, ...] = (),
 ) -> Outcome:
-    result = new_event(models.succeeded_type(request.type), data, source=source, subject=subject)
+    result = new_event(catalog.succeeded_type(request.type), data, source=source, subject=subject)
     return Outcome(result=result, key=key, changes=changes)
 
 
@@ -86,7 +86,7 @@ def failed(
     message = str(error) + note
     if len(message) > MESSAGE_LIMIT:
         log.warning("request %s failed (%s); the full message: %s", request.id, error.reason, message)
-    data = models.RequestFailed(
+    data = results.RequestFailed(
         request_id=request.id,
         cluster=cluster,
         volume_id=volume,
@@ -94,13 +94,13 @@ def failed(
         message=bounded(message),
         retriable=isinstance(error, TemporaryError),
     )
-    result = new_event(models.failed_type(request.type), data, source=source, subject=volume)
+    result = new_event(catalog.failed_type(request.type), data, source=source, subject=volume)
     return Outcome(result=result, key=volume or cluster or "", changes=changes)
 
 
 def progress(request: Event, volume: Volume, step: str, message: str, *, source: str) -> Event:
     """A progress event: a step of a long request on ``volume`` finished."""
-    data = models.Progress(
+    data = results.Progress(
         request_id=request.id, cluster=volume.cluster, volume_id=volume.id, step=step, message=bounded(message)
     )
-    return new_event(models.progressed_type(request.type), data, source=source, subject=volume.id)
+    return new_event(catalog.progressed_type(request.type), data, source=source, subject=volume.id)

@@ -14,10 +14,10 @@ import functools
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import Cluster
 from provisioner.errors import DeviceInUse, InvalidTopology
-from provisioner.events import models
+from provisioner.events import models, results
 from provisioner.handling.evacuation import evacuate
+from provisioner.handling.request import Request, Storage
 from provisioner.handling.results import succeeded
-from provisioner.handling.volumes import Request, VolumeRequests
 from provisioner.planning.clusters import changed, cluster_from, with_enabled
 from provisioner.state import StateChange
 
@@ -25,14 +25,14 @@ TopologyChange = models.AddNode | models.NodeRef | models.AddDevice | models.Dev
 
 
 class TopologyRequests:
-    def __init__(self, volumes: VolumeRequests) -> None:
-        """Topology changes share the volume requests' state, node operations and placement lock."""
-        self._volumes = volumes
+    def __init__(self, storage: Storage) -> None:
+        """Topology changes share the volume requests' state, node operations and placement locks."""
+        self._storage = storage
 
     def load(self, request: Request, data: models.LoadTopology) -> Outcome:
         cluster = cluster_from(data)
         known = {d.id for n in cluster.nodes for d in n.devices}
-        for volume in self._volumes.state.volumes_of(cluster.id):
+        for volume in self._storage.state.volumes_of(cluster.id):
             missing = [b for b in volume.bricks if b.device not in known]
             if missing:
                 raise DeviceInUse(
@@ -43,8 +43,8 @@ class TopologyRequests:
 
     async def change(self, request: Request, data: TopologyChange) -> Outcome:
         """Add, remove, enable or disable a node or device."""
-        volumes = self._volumes
-        cluster = volumes.state.require_cluster(data.cluster)
+        storage = self._storage
+        cluster = storage.state.require_cluster(data.cluster)
         action = request.event.type.split(".")[3]  # add, remove, enable, disable
         evacuating = isinstance(data, models.NodeRef | models.DeviceRef) and data.evacuate
         if evacuating and action != "remove":
@@ -55,14 +55,14 @@ class TopologyRequests:
         else:
             new = changed(cluster, data)
         if evacuating:
-            await evacuate(volumes, request, cluster, new)
-        _refuse_leaving_bricks(cluster, new, volumes)
+            await evacuate(storage, request, cluster, new)
+        _refuse_leaving_bricks(cluster, new, storage)
         await self._apply(request, cluster, new)
         return _now(request, new)
 
     async def _apply(self, request: Request, cluster: Cluster, new: Cluster) -> None:
         """Probe the nodes that arrive, prepare the devices that arrive, detach the nodes that leave."""
-        ops, retrying = self._volumes.ops, request.retrying
+        ops, retrying = self._storage.ops, request.retrying
         before = {n.id for n in cluster.nodes}
         after = {n.id for n in new.nodes}
         old_devices = {d.id for n in cluster.nodes for d in n.devices}
@@ -78,8 +78,8 @@ class TopologyRequests:
                 await retrying(functools.partial(ops.detach, others, node), what=f"detach {node.manage}")
 
 
-def _refuse_leaving_bricks(cluster: Cluster, new: Cluster, volumes: VolumeRequests) -> None:
-    used = {b.device for v in volumes.state.volumes_of(cluster.id) for b in v.bricks}
+def _refuse_leaving_bricks(cluster: Cluster, new: Cluster, storage: Storage) -> None:
+    used = {b.device for v in storage.state.volumes_of(cluster.id) for b in v.bricks}
     kept = {d.id for n in new.nodes for d in n.devices}
     for node in cluster.nodes:
         for device in node.devices:
@@ -91,7 +91,7 @@ def _refuse_leaving_bricks(cluster: Cluster, new: Cluster, volumes: VolumeReques
 
 def _now(request: Request, cluster: Cluster) -> Outcome:
     """The answer to any topology request: the cluster as it is now, recorded in the state topic."""
-    now = models.TopologyLoaded(
+    now = results.TopologyLoaded(
         request_id=request.event.id,
         cluster=cluster.id,
         nodes=len(cluster.nodes),

@@ -13,7 +13,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from provisioner.events.models import ClaimRef, ClaimVolume, VolumeOut
+from provisioner.events.models import ClaimRef, ClaimVolume
+from provisioner.events.results import VolumeOut
 from provisioner.kube import names
 
 Manifest = dict[str, Any]

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client
 
 from provisioner.errors import PersistentVolumeTaken
-from provisioner.events.models import ClaimObjects, ClaimRef, ClaimResize, ClaimVolume, VolumeOut
+from provisioner.events.models import ClaimObjects, ClaimRef, ClaimResize, ClaimVolume
+from provisioner.events.results import VolumeOut
 from provisioner.kube import manifests, names
 from provisioner.kube.api import api_error, as_body
 

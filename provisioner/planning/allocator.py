@@ -14,36 +14,16 @@ Rules, in order of strength:
    min/max brick size and the brick count limit (Heketi's rule).
 Failures name the specific shortfall instead of a bare "no space".
 
-Cost: devices are indexed by free bytes (the distinct levels, sorted; each level a hash ring with
-one sub-ring per zone and a count per node), so a brick is placed by looking at the emptiest levels
-and a few ring neighbours, not at every device. ``DeviceUsage``, the usage mapping the desired
-state keeps, carries that index for its cluster and updates it as bricks come and go; any other
-mapping gets a throwaway index per call (right for small clusters and tests). The index is a
-cache: it never changes what a mapping says, so a plan depends on the arguments only.
+Cost: the devices are indexed by free bytes (``planning.index``), so a placement looks at a few
+devices, not at all of them.
 """
 
 from __future__ import annotations
 
-import hashlib
-from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from provisioner.domain import (
-    Brick,
-    BrickId,
-    Cluster,
-    Device,
-    DeviceId,
-    Disperse,
-    Durability,
-    Node,
-    NodeId,
-    Replicate,
-    VolumeId,
-    derive_id,
-)
+from provisioner.domain import Brick, BrickId, Cluster, Durability, Replicate, VolumeId, derive_id
 from provisioner.errors import (
     MinimumBrickSize,
     NoCapacity,
@@ -52,12 +32,9 @@ from provisioner.errors import (
     NotEnoughZones,
     TooManyBricks,
 )
-
-Usage = Mapping[DeviceId, int]
-"""Bytes already taken on each device (devices absent from the mapping are empty)."""
+from provisioner.planning.index import ClusterSlots, DeviceIndex, DeviceUsage, Usage, hash64
 
 ALIGN = 4 * 1024**2  # brick sizes are rounded up to 4 MiB, the LVM extent size
-_RING = 2**64
 
 
 class ZoneChecking(StrEnum):
@@ -92,51 +69,13 @@ class Plan:
         return 1 + max((b.set_index for b in self.bricks), default=-1)
 
 
-class DeviceUsage(Mapping[DeviceId, int]):
-    """Bytes taken on each device of one cluster, kept current by ``add``; carries the placement
-    index of the cluster it was last planned against (rebuilt when another Cluster object comes)."""
-
-    __slots__ = ("_bytes", "_index")
-
-    def __init__(self) -> None:
-        self._bytes: dict[DeviceId, int] = {}
-        self._index: _Index | None = None
-
-    def __getitem__(self, device: DeviceId) -> int:
-        return self._bytes[device]
-
-    def get(self, device: DeviceId, default: int = 0) -> int:  # type: ignore[override]
-        return self._bytes.get(device, default)
-
-    def __iter__(self) -> Iterator[DeviceId]:
-        return iter(self._bytes)
-
-    def __len__(self) -> int:
-        return len(self._bytes)
-
-    def add(self, device: DeviceId, delta: int) -> None:
-        before = self._bytes.get(device, 0)
-        self._bytes[device] = before + delta
-        if self._index is not None:
-            self._index.move(device, before, before + delta)
-
-    def index_for(self, cluster: Cluster) -> _Index:
-        if self._index is None or self._index.topology.cluster is not cluster:
-            self._index = _Index(_Topology(cluster), self)
-        return self._index
-
-
 def _align(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
 def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limits: Limits = Limits()) -> Plan:
     """Place every brick of the volume or raise NoCapacity with the most specific reason."""
-    index = usage.index_for(cluster) if isinstance(usage, DeviceUsage) else _Index(_Topology(cluster), usage)
+    index = usage.index_for(cluster) if isinstance(usage, DeviceUsage) else DeviceIndex(ClusterSlots(cluster), usage)
     durability = request.durability
     _check_nodes(request, index.topology)
     last_failure: NoCapacity | None = None
@@ -159,7 +98,7 @@ def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limit
         sets *= 2
 
 
-def _check_nodes(request: PlacementRequest, topology: _Topology) -> None:
+def _check_nodes(request: PlacementRequest, topology: ClusterSlots) -> None:
     need = request.durability.set_size
     cluster = topology.cluster
     if topology.usable_nodes < need:
@@ -172,7 +111,7 @@ def _check_nodes(request: PlacementRequest, topology: _Topology) -> None:
         )
 
 
-def _place(request: PlacementRequest, index: _Index, limits: Limits, *, sets: int, brick_size: int) -> Plan:
+def _place(request: PlacementRequest, index: DeviceIndex, limits: Limits, *, sets: int, brick_size: int) -> Plan:
     top = index.topology
     arbiter_size = _align(max(limits.min_brick, brick_size // limits.arbiter_ratio))
     durability = request.durability
@@ -180,7 +119,7 @@ def _place(request: PlacementRequest, index: _Index, limits: Limits, *, sets: in
     taken: dict[int, int] = {}  # slot -> bytes this plan has put there (the index does not know yet)
     bricks: list[Brick] = []
     for set_index in range(sets):
-        origin = _hash64(f"{request.volume}/{set_index}")
+        origin = hash64(f"{request.volume}/{set_index}")
         used_nodes: set[int] = set()
         used_zones: set[int] = set()
         for position in range(durability.set_size):
@@ -191,7 +130,7 @@ def _place(request: PlacementRequest, index: _Index, limits: Limits, *, sets: in
             slot = index.best(size, origin, used_nodes, used_zones, strict=strict, taken=taken)
             if slot is None:
                 raise NoDeviceWithSpace(
-                    index.shortfall(request, size, used_nodes, used_zones, strict=strict, taken=taken),
+                    index.shortfall(request.durability, size, used_nodes, used_zones, strict=strict, taken=taken),
                 )
             taken[slot] = taken.get(slot, 0) + size
             used_nodes.add(top.node_keys[slot])
@@ -207,226 +146,3 @@ def _place(request: PlacementRequest, index: _Index, limits: Limits, *, sets: in
                 )
             )
     return Plan(volume=request.volume, brick_size=brick_size, bricks=tuple(bricks))
-
-
-class _Topology:
-    """The static half of the index: the enabled devices of one cluster, numbered ("slots") in
-    cluster order, with what placement compares of each. Device ids are unique in a cluster."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.nodes: list[Node] = []
-        self.devices: list[Device] = []
-        self.node_keys: list[int] = []  # one small int per node id
-        self.zones: list[int] = []
-        self.hashes: list[int] = []  # the device's point on the tie-break ring
-        self.slot_of: dict[DeviceId, int] = {}
-        keys: dict[NodeId, int] = {}
-        usable: list[Node] = []
-        for node in cluster.nodes:
-            if not node.enabled:
-                continue
-            devices = [d for d in node.devices if d.enabled]
-            if not devices:
-                continue
-            usable.append(node)
-            key = keys.setdefault(node.id, len(keys))
-            count = len(devices)
-            self.nodes += [node] * count
-            self.devices += devices
-            self.node_keys += [key] * count
-            self.zones += [node.zone] * count
-            self.hashes += [_hash64(d.id) for d in devices]
-        self.slot_of = {d.id: slot for slot, d in enumerate(self.devices)}
-        self.usable_nodes = len(usable)
-        self.usable_zones = len({n.zone for n in usable})
-        self.entries: list[Entry] = [(h, slot) for slot, h in enumerate(self.hashes)]
-        self.ring_order = sorted(range(len(self.hashes)), key=self.hashes.__getitem__)  # stable: ties by slot
-
-
-Entry = tuple[int, int]  # (ring point, slot): sorted, ties on the point go to the lower slot
-
-
-class _Level:
-    """The devices with one amount of free bytes."""
-
-    __slots__ = ("nodes", "ring", "zones")
-
-    def __init__(self) -> None:
-        self.ring: list[Entry] = []
-        self.zones: dict[int, list[Entry]] = {}
-        self.nodes: dict[int, int] = {}
-
-
-class _Index:
-    """Devices by free bytes. ``best`` returns the slot with the smallest key
-    (zone already used by the set, -free bytes, ring distance from the set's origin, slot)
-    among devices on nodes the set does not use yet, with room, and (strict) in a new zone."""
-
-    def __init__(self, topology: _Topology, usage: Usage) -> None:
-        self.topology = topology
-        self.free = [d.capacity - usage.get(d.id, 0) for d in topology.devices]
-        self.by_free: dict[int, _Level] = {}
-        for slot in topology.ring_order:  # appending in ring order leaves every ring sorted
-            self._insert(slot, self.free[slot], keep_sorted=False)
-        self.levels = sorted(self.by_free)  # distinct free amounts, ascending
-
-    def move(self, device: DeviceId, used_before: int, used_after: int) -> None:
-        slot = self.topology.slot_of.get(device)
-        if slot is None or used_before == used_after:
-            return
-        self._remove(slot, self.free[slot])
-        self.free[slot] -= used_after - used_before
-        self._insert(slot, self.free[slot], keep_sorted=True)
-
-    def _insert(self, slot: int, free: int, *, keep_sorted: bool) -> None:
-        top = self.topology
-        level = self.by_free.get(free)
-        if level is None:
-            level = self.by_free[free] = _Level()
-            if keep_sorted:
-                insort(self.levels, free)
-        entry = top.entries[slot]
-        zone = level.zones.setdefault(top.zones[slot], [])
-        if keep_sorted:
-            insort(level.ring, entry)
-            insort(zone, entry)
-        else:
-            level.ring.append(entry)
-            zone.append(entry)
-        node = top.node_keys[slot]
-        level.nodes[node] = level.nodes.get(node, 0) + 1
-
-    def _remove(self, slot: int, free: int) -> None:
-        top = self.topology
-        level = self.by_free[free]
-        entry = top.entries[slot]
-        del level.ring[bisect_left(level.ring, entry)]
-        zone = level.zones[top.zones[slot]]
-        del zone[bisect_left(zone, entry)]
-        if not zone:
-            del level.zones[top.zones[slot]]
-        node = top.node_keys[slot]
-        level.nodes[node] -= 1
-        if not level.nodes[node]:
-            del level.nodes[node]
-        if not level.ring:
-            del self.by_free[free]
-            del self.levels[bisect_left(self.levels, free)]
-
-    def best(
-        self,
-        size: int,
-        origin: int,
-        used_nodes: set[int],
-        used_zones: set[int],
-        *,
-        strict: bool,
-        taken: dict[int, int],
-    ) -> int | None:
-        top = self.topology
-        best: int | None = None
-        best_key: tuple[bool, int, int, int] | None = None
-        # Devices this plan already used hold less than the index says: weigh them one by one,
-        # and leave them out of the index search.
-        candidates = [(slot, self.free[slot] - bytes_) for slot, bytes_ in taken.items()]
-        found = self._search(size, origin, used_nodes, used_zones, taken, new_zone=True)
-        if found is None and not strict:
-            found = self._search(size, origin, used_nodes, used_zones, taken, new_zone=False)
-        if found is not None:
-            candidates.append((found, self.free[found]))
-        for slot, free in candidates:
-            zone_used = top.zones[slot] in used_zones
-            if top.node_keys[slot] in used_nodes or free < size or (strict and zone_used):
-                continue
-            key = (zone_used, -free, (top.hashes[slot] - origin) % _RING, slot)
-            if best_key is None or key < best_key:
-                best, best_key = slot, key
-        return best
-
-    def _search(
-        self,
-        size: int,
-        origin: int,
-        used_nodes: set[int],
-        used_zones: set[int],
-        taken: dict[int, int],
-        *,
-        new_zone: bool,
-    ) -> int | None:
-        """The best device outside ``taken`` in a zone the set has not used (``new_zone``), or else
-        on a node the set has not used (every device with room in a new zone is then in ``taken``)."""
-        top = self.topology
-        if new_zone:
-
-            def ok(slot: int) -> bool:
-                return top.zones[slot] not in used_zones and slot not in taken
-        else:
-
-            def ok(slot: int) -> bool:
-                return top.node_keys[slot] not in used_nodes and slot not in taken
-
-        for position in range(len(self.levels) - 1, -1, -1):
-            free = self.levels[position]
-            if free < size:
-                return None
-            level = self.by_free[free]
-            # Count the qualifying devices exactly, so that a level without one costs O(set size).
-            if new_zone:
-                blocked = sum(len(level.zones.get(z, ())) for z in used_zones)
-                blocked += sum(1 for s in taken if self.free[s] == free and top.zones[s] not in used_zones)
-            else:
-                blocked = sum(level.nodes.get(n, 0) for n in used_nodes)
-                blocked += sum(1 for s in taken if self.free[s] == free and top.node_keys[s] not in used_nodes)
-            qualifying = len(level.ring) - blocked
-            if qualifying <= 0:
-                continue
-            if new_zone and len(level.zones) * qualifying < len(level.ring):
-                # Few qualifying devices: ask each new zone's ring rather than walk past the used zones.
-                firsts = [
-                    _first_on_ring(ring, origin, ok) for zone, ring in level.zones.items() if zone not in used_zones
-                ]
-                return min(
-                    (s for s in firsts if s is not None),
-                    key=lambda s: ((top.hashes[s] - origin) % _RING, s),
-                )
-            return _first_on_ring(level.ring, origin, ok)
-        return None
-
-    def shortfall(
-        self,
-        request: PlacementRequest,
-        size: int,
-        used_nodes: set[int],
-        used_zones: set[int],
-        *,
-        strict: bool,
-        taken: dict[int, int],
-    ) -> str:
-        top = self.topology
-        free = [f - taken.get(slot, 0) for slot, f in enumerate(self.free)]
-        others = [s for s in range(len(free)) if top.node_keys[s] not in used_nodes]
-        if strict:
-            others = [s for s in others if top.zones[s] not in used_zones]
-        largest = max((free[s] for s in others), default=0)
-        nodes_with_room = len({top.nodes[s].id for s in range(len(free)) if free[s] >= size})
-        kind = "disperse" if isinstance(request.durability, Disperse) else request.durability.type
-        return (
-            f"no device with {size} bytes free on another node for a {kind} set of "
-            f"{request.durability.set_size}: {nodes_with_room} node(s) have room, largest free on the "
-            f"remaining nodes is {largest} bytes"
-        )
-
-
-def _first_on_ring(ring: list[Entry], origin: int, ok: Callable[[int], bool]) -> int | None:
-    """The first slot at or after ``origin`` (wrapping) that is ``ok``."""
-    count = len(ring)
-    at = bisect_left(ring, (origin,))
-    for _ in range(count):
-        if at == count:
-            at = 0
-        slot = ring[at][1]
-        if ok(slot):
-            return slot
-        at += 1
-    return None

@@ -31,7 +31,8 @@ from provisioner.domain import (
     derive_id,
 )
 from provisioner.errors import CannotEvacuate, NoCapacity, NoDeviceWithSpace, NotEnoughNodes, VolumeConflict
-from provisioner.planning.allocator import ALIGN, Limits, PlacementRequest, Usage, plan_volume
+from provisioner.planning.allocator import ALIGN, Limits, PlacementRequest, plan_volume
+from provisioner.planning.index import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ import dataclasses
 
 from provisioner.domain import Brick, BrickId, Cluster, Volume, VolumeId, derive_id
 from provisioner.errors import TooManyBricks
-from provisioner.planning.allocator import Limits, PlacementRequest, Usage, ZoneChecking, plan_volume
+from provisioner.planning.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
+from provisioner.planning.index import Usage
 
 
 def data_brick_size(volume: Volume) -> int:

@@ -21,7 +21,7 @@ from provisioner.bus import client
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.domain import Cluster, Volume, VolumeId, VolumeStatus
 from provisioner.errors import ProvisionerError, UnknownCluster
-from provisioner.events import models
+from provisioner.events import catalog, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor.ssh import ssh_executor
 from provisioner.planning.placement import ObservedSpace
@@ -116,9 +116,9 @@ def _finishing_request(volume: Volume) -> Event:
     source = "/gluster-provisioner/reconcile"
     if volume.status is VolumeStatus.EXPANDING:
         expand = models.ExpandVolume(cluster=volume.cluster, size=volume.size, volume_id=volume.id)
-        return new_event(models.EXPAND_REQUESTED, expand, source=source, subject=volume.id)
+        return new_event(catalog.EXPAND_REQUESTED, expand, source=source, subject=volume.id)
     delete = models.DeleteVolume(cluster=volume.cluster, volume_id=volume.id)
-    return new_event(models.DELETE_REQUESTED, delete, source=source, subject=volume.id)
+    return new_event(catalog.DELETE_REQUESTED, delete, source=source, subject=volume.id)
 
 
 class PeriodicReconciler:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.executor.fault import CRASH_EXIT_CODE
 from provisioner.storage import commands
@@ -47,7 +47,7 @@ async def test_crash_after_each_node_step_of_a_create(own: Stack, tmp_path: Path
     await load_topology(stack, "crash")
     name = f"c_{step.replace('.', '_')[:12]}_{uuid.uuid4().hex[:6]}"
     request = new_event(
-        models.PROVISION_REQUESTED, models.ProvisionVolume(cluster="crash", size=GiB, name=name), source="/tests"
+        catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="crash", size=GiB, name=name), source="/tests"
     )
     value, headers = encode(request)
     async with TopicReader(stack, stack.topic("results")) as results:
@@ -69,7 +69,7 @@ async def test_crash_after_each_node_step_of_a_create(own: Stack, tmp_path: Path
 
 
 async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
-    assert isinstance(result.data, models.VolumeProvisioned), result.data
+    assert isinstance(result.data, results.VolumeProvisioned), result.data
     volume = result.data.volume
     ssh = stack.ssh()
     try:

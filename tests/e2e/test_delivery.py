@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import NonInteractiveExampleWarning
 
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, decode_result, encode, header, new_event
 from provisioner.storage import commands
 
@@ -34,12 +34,12 @@ def own(stack: Stack) -> Stack:
 
 def provision(cluster: str, name: str) -> Event:
     return new_event(
-        models.PROVISION_REQUESTED, models.ProvisionVolume(cluster=cluster, size=GiB, name=name), source="/tests"
+        catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster=cluster, size=GiB, name=name), source="/tests"
     )
 
 
 def delete(cluster: str, name: str) -> Event:
-    return new_event(models.DELETE_REQUESTED, models.DeleteVolume(cluster=cluster, name=name), source="/tests")
+    return new_event(catalog.DELETE_REQUESTED, models.DeleteVolume(cluster=cluster, name=name), source="/tests")
 
 
 async def send(stack: Stack, events: list[Event]) -> None:
@@ -51,7 +51,7 @@ async def send(stack: Stack, events: list[Event]) -> None:
 def _terminal(records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> Counter[str]:
     """Terminal results per request id (progress events do not count)."""
     events = [decode_result(v) for _, v, _ in records]
-    return Counter(e.data.request_id for e in events if models.is_terminal(e.type))  # type: ignore[attr-defined]
+    return Counter(e.data.request_id for e in events if catalog.is_terminal(e.type))  # type: ignore[attr-defined]
 
 
 async def collect(stack: Stack, ids: set[str], *, timeout: float) -> Counter[str]:
@@ -65,8 +65,8 @@ async def collect(stack: Stack, ids: set[str], *, timeout: float) -> Counter[str
         for _ in range(3):  # a little longer: duplicates would show up now
             await reader.poll(1.0)
         seen = _terminal(reader.records)
-        results = [decode_result(v) for _, v, _ in reader.records]
-    failures = [r.data for r in results if isinstance(r.data, models.RequestFailed) and r.data.request_id in ids]
+        answers = [decode_result(v) for _, v, _ in reader.records]
+    failures = [r.data for r in answers if isinstance(r.data, results.RequestFailed) and r.data.request_id in ids]
     assert not failures, failures
     return Counter({rid: n for rid, n in seen.items() if rid in ids})
 
@@ -166,7 +166,7 @@ def _bad_event() -> st.SearchStrategy[tuple[bytes, bytes | None]]:
         lambda env, data, type_: json.dumps({**env, "type": type_, "data": data}).encode(),
         envelope,
         bad_data,
-        st.sampled_from([models.PROVISION_REQUESTED, models.DELETE_REQUESTED, "org.x.y.v1"]),
+        st.sampled_from([catalog.PROVISION_REQUESTED, catalog.DELETE_REQUESTED, "org.x.y.v1"]),
     )
     valid_but_wrong_key = st.builds(lambda n: encode(delete("fuzz", f"n{n}"))[0], st.integers(0, 10**6)).map(
         lambda v: (v, b"other-cluster")

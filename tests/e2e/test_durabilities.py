@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Daemon, Stack, TopicReader, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.executor.ssh import SshExecutor
 from provisioner.storage import commands
@@ -98,7 +98,7 @@ def count(raw: ET.Element, tag: str) -> int:
     return int(raw.findtext(tag) or "-1")
 
 
-def check_layout(gluster: VolumeInfo, raw: ET.Element, case: Case, sets: int, bricks: list[models.BrickOut]) -> None:
+def check_layout(gluster: VolumeInfo, raw: ET.Element, case: Case, sets: int, bricks: list[results.BrickOut]) -> None:
     assert gluster.status == "Started"
     assert gluster.type == (case.type if sets == 1 else case.grown_type), gluster.type
     assert gluster.brick_count == sets * case.set_size == len(gluster.bricks) == len(bricks)
@@ -115,7 +115,7 @@ def check_layout(gluster: VolumeInfo, raw: ET.Element, case: Case, sets: int, br
         assert len({b.host for b in members}) == len(members), "no two bricks of a set on one node"
 
 
-def mount(volume: models.VolumeOut, mount_point: Path, log: Path) -> None:
+def mount(volume: results.VolumeOut, mount_point: Path, log: Path) -> None:
     mount_point.mkdir(exist_ok=True)
     subprocess.run(
         ["mount", "-n", "-t", "glusterfs", "-o", f"log-file={log}", volume.mount, str(mount_point)],
@@ -139,11 +139,11 @@ async def test_provision_mount_expand_and_delete(
     try:
         provisioned = await send(
             stack,
-            models.PROVISION_REQUESTED,
+            catalog.PROVISION_REQUESTED,
             models.ProvisionVolume(cluster="dev", size=GiB, name=name, durability=case.spec),
         )
-        assert provisioned.type == models.succeeded_type(models.PROVISION_REQUESTED), provisioned.data
-        assert isinstance(provisioned.data, models.VolumeProvisioned)
+        assert provisioned.type == catalog.succeeded_type(catalog.PROVISION_REQUESTED), provisioned.data
+        assert isinstance(provisioned.data, results.VolumeProvisioned)
         volume = provisioned.data.volume
         assert volume.name == name and volume.durability == case.spec
         gluster, raw = await gluster_info(ssh, stack, name)
@@ -159,10 +159,10 @@ async def test_provision_mount_expand_and_delete(
             unmount(mount_point)
 
         expanded = await send(
-            stack, models.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=case.grow_to)
+            stack, catalog.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=case.grow_to)
         )
-        assert expanded.type == models.succeeded_type(models.EXPAND_REQUESTED), expanded.data
-        assert isinstance(expanded.data, models.VolumeExpanded)
+        assert expanded.type == catalog.succeeded_type(catalog.EXPAND_REQUESTED), expanded.data
+        assert isinstance(expanded.data, results.VolumeExpanded)
         assert expanded.data.added_bricks == case.set_size
         volume = expanded.data.volume
         assert volume.size == case.grow_to
@@ -181,9 +181,9 @@ async def test_provision_mount_expand_and_delete(
             fstab = await ssh.run(brick.host, ("cat", "--", FSTAB), timeout=30)
             assert f" {brick.path.removesuffix('/brick')} xfs loop," in fstab.stdout, brick.host
 
-        gone = await send(stack, models.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", name=name))
-        assert gone.type == models.succeeded_type(models.DELETE_REQUESTED), gone.data
-        assert isinstance(gone.data, models.VolumeDeleted) and gone.data.existed
+        gone = await send(stack, catalog.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", name=name))
+        assert gone.type == catalog.succeeded_type(catalog.DELETE_REQUESTED), gone.data
+        assert isinstance(gone.data, results.VolumeDeleted) and gone.data.existed
         deleted = True
 
         info = await ssh.run(stack.nodes[0], commands.volume_info(name, timeout=30), timeout=60)
@@ -216,14 +216,14 @@ async def test_expanding_within_what_the_sets_hold_reports_the_requested_size(st
     try:
         provisioned = await send(
             stack,
-            models.PROVISION_REQUESTED,
+            catalog.PROVISION_REQUESTED,
             models.ProvisionVolume(cluster="dev", size=GiB, name=name, durability=models.DisperseSpec()),
         )
-        assert isinstance(provisioned.data, models.VolumeProvisioned), provisioned.data
+        assert isinstance(provisioned.data, results.VolumeProvisioned), provisioned.data
         expanded = await send(
-            stack, models.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=2 * GiB)
+            stack, catalog.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=2 * GiB)
         )
-        assert isinstance(expanded.data, models.VolumeExpanded), expanded.data
+        assert isinstance(expanded.data, results.VolumeExpanded), expanded.data
         assert expanded.data.added_bricks == 0, "the one set already holds 2 GiB"
         assert expanded.data.volume.size == 2 * GiB, "a succeeded expansion reports the size asked for"
         shown = stack.cli("state", "show", "--cluster", "dev")

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Daemon, Stack, load_topology
-from provisioner.events import models
+from provisioner.events import results
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
 
@@ -52,12 +52,12 @@ def result_of(completed: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return event
 
 
-def provision(stack: Stack, cluster: str, name: str, *layout: str) -> models.VolumeOut:
+def provision(stack: Stack, cluster: str, name: str, *layout: str) -> results.VolumeOut:
     created = stack.cli(
         "request", "provision", "--cluster", cluster, "--size", "1GiB", "--name", name, *layout, "--wait", "--json"
     )
     assert created.returncode == 0, created.stdout + created.stderr
-    return models.VolumeProvisioned.model_validate(result_of(created)["data"]).volume
+    return results.VolumeProvisioned.model_validate(result_of(created)["data"]).volume
 
 
 def state(stack: Stack, cluster: str) -> dict[str, Any]:
@@ -82,7 +82,7 @@ async def gluster_bricks(stack: Stack, name: str) -> set[tuple[str, str]]:
     return {(b.host, b.path) for b in volume.bricks}
 
 
-def mount(volume: models.VolumeOut, where: Path, log: Path) -> None:
+def mount(volume: results.VolumeOut, where: Path, log: Path) -> None:
     where.mkdir()
     subprocess.run(
         ["mount", "-n", "-t", "glusterfs", "-o", f"log-file={log}", volume.mount, str(where)],

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client
 
 from devstack.kube import api_client, component_log_tail, ensure_kube
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
-from provisioner.events import models
+from provisioner.events import catalog, models
 from provisioner.events.envelope import encode, new_event
 from provisioner.kube import names
 from provisioner.storage import commands
@@ -261,7 +261,7 @@ async def test_retain_keeps_the_volume_and_its_objects(env: Cluster) -> None:
 
     # The operator's way out: a delete request naming the objects removes everything.
     request = new_event(
-        models.DELETE_REQUESTED,
+        catalog.DELETE_REQUESTED,
         models.DeleteVolume(
             cluster=env.cluster,
             volume_id=pv.metadata.annotations[names.VOLUME_ID],

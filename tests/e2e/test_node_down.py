@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pytest
 
 from devstack.stack import REPO, Daemon, Stack, TopicReader, load_topology, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 
 pytestmark = pytest.mark.integration
@@ -109,11 +109,11 @@ async def send(outage: Outage, type_: str, data: models.Model) -> Event:
 async def provision(outage: Outage, name: str, replica: int) -> Event:
     durability = models.ReplicateSpec(replica=replica)
     data = models.ProvisionVolume(cluster=outage.cluster, size=GiB, name=name, durability=durability)
-    return await send(outage, models.PROVISION_REQUESTED, data)
+    return await send(outage, catalog.PROVISION_REQUESTED, data)
 
 
 def hosts_of(result: Event) -> list[str]:
-    assert isinstance(result.data, models.VolumeProvisioned), result.data
+    assert isinstance(result.data, results.VolumeProvisioned), result.data
     return sorted(b.host for b in result.data.volume.bricks)
 
 
@@ -127,7 +127,7 @@ async def test_a_stopped_service_keeps_new_bricks_off_its_node_until_it_returns(
             await wait_node_up(outage, 0)
 
             refused = await provision(outage, f"{name}_r3a", 3)
-            assert isinstance(refused.data, models.RequestFailed), refused.data
+            assert isinstance(refused.data, results.RequestFailed), refused.data
             assert refused.data.reason == "NodeDown", refused.data
             assert f"down: {NODE3} ({WHY[service]}" in refused.data.message, refused.data.message
             assert refused.data.message.startswith("replica 3 needs 3 nodes, 2 are up"), refused.data.message
@@ -148,7 +148,7 @@ async def test_a_stopped_service_keeps_new_bricks_off_its_node_until_it_returns(
         failures = []
         for volume in made:
             deleted = await send(
-                outage, models.DELETE_REQUESTED, models.DeleteVolume(cluster=outage.cluster, name=volume)
+                outage, catalog.DELETE_REQUESTED, models.DeleteVolume(cluster=outage.cluster, name=volume)
             )
             if not deleted.type.endswith(".succeeded.v1"):
                 failures.append(f"{volume}: {deleted.data}")

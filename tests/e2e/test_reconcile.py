@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import encode, new_event
 from provisioner.executor.ssh import SshExecutor
 from provisioner.storage import commands, tags
@@ -136,13 +136,13 @@ def topology_of(stack: Stack) -> dict[str, Any]:
 async def test_planted_orphans_are_reported_then_repaired(own: tuple[Stack, Daemon]) -> None:
     stack, daemon = own
     request = new_event(
-        models.PROVISION_REQUESTED, models.ProvisionVolume(cluster=CLUSTER, size=GiB), source="/tests/reconcile"
+        catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster=CLUSTER, size=GiB), source="/tests/reconcile"
     )
     value, headers = encode(request)
-    async with TopicReader(stack, stack.topic("results")) as results:
+    async with TopicReader(stack, stack.topic("results")) as reader:
         await produce(stack, value, key=CLUSTER.encode(), headers=headers)
-        result = await results.wait_result(request.id)
-    assert isinstance(result.data, models.VolumeProvisioned), result.data
+        result = await reader.wait_result(request.id)
+    assert isinstance(result.data, results.VolumeProvisioned), result.data
     real = result.data.volume
 
     code, report = reconcile(stack)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Daemon, Stack, TopicReader, produce
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import decode_result, encode, header, new_event
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
@@ -37,20 +37,20 @@ def host_path(stack: Stack, node_ip: str, node_path: str) -> Path:
 async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, loaded: Daemon, tmp_path: Path) -> None:
     name = f"e2e_{uuid.uuid4().hex[:8]}"
     request = new_event(
-        models.PROVISION_REQUESTED,
+        catalog.PROVISION_REQUESTED,
         models.ProvisionVolume(cluster="dev", size=GiB, name=name, gid=2001),
         source="/tests/e2e",
     )
     value, headers = encode(request)
-    async with TopicReader(stack, stack.topic("results")) as results:
+    async with TopicReader(stack, stack.topic("results")) as reader:
         await produce(stack, value, key=b"dev", headers=headers)
-        result = await results.wait_result(request.id)
+        result = await reader.wait_result(request.id)
 
     assert result.type == "org.gluster.volume.provision.succeeded.v1", result.data
-    progress = [decode_result(v) for _, v, _ in results.records]
+    progress = [decode_result(v) for _, v, _ in reader.records]
     mine = [e for e in progress if e.type.endswith(".progressed.v1") and e.data.request_id == request.id]  # type: ignore[attr-defined]
     assert [e.data.step for e in mine] == ["bricks_ready"]  # type: ignore[attr-defined]
-    assert isinstance(result.data, models.VolumeProvisioned)
+    assert isinstance(result.data, results.VolumeProvisioned)
     volume = result.data.volume
     assert volume.name == name
     assert len(volume.bricks) == 3
@@ -127,7 +127,7 @@ async def test_provision_write_and_delete_a_replica_three_volume(stack: Stack, l
 
 
 async def test_malformed_events_go_to_the_dead_letter_topic(stack: Stack, loaded: Daemon) -> None:
-    def event(data: dict[str, object], type_: str = models.PROVISION_REQUESTED) -> bytes:
+    def event(data: dict[str, object], type_: str = catalog.PROVISION_REQUESTED) -> bytes:
         return json.dumps(
             {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/tests", "type": type_, "data": data}
         ).encode()
@@ -139,15 +139,15 @@ async def test_malformed_events_go_to_the_dead_letter_topic(stack: Stack, loaded
         "KeyMismatch": (event({"cluster": "dev", "size": GiB}), b"other"),
     }
     valid = new_event(
-        models.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", name="never-existed"), source="/tests"
+        catalog.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", name="never-existed"), source="/tests"
     )
-    async with TopicReader(stack, stack.topic("results")) as results:
+    async with TopicReader(stack, stack.topic("results")) as reader:
         for value, key in bad.values():
             await produce(stack, value, key=key, headers=[("trace", b"kept")])
         valid_value, valid_headers = encode(valid)
         await produce(stack, valid_value, key=b"dev", headers=valid_headers)
-        answer = await results.wait_result(valid.id, timeout=60)
-    assert isinstance(answer.data, models.VolumeDeleted) and not answer.data.existed
+        answer = await reader.wait_result(valid.id, timeout=60)
+    assert isinstance(answer.data, results.VolumeDeleted) and not answer.data.existed
 
     async with TopicReader(stack, stack.topic("dlq")) as dlq:
         for _ in range(20):
@@ -170,13 +170,13 @@ async def test_expand_a_replica_three_volume_by_a_set(stack: Stack, loaded: Daem
     created = stack.cli("request", "provision", "--cluster", "dev", "--size", "1GiB", "--name", name, "--wait")
     assert created.returncode == 0, created.stderr + created.stdout
     request = new_event(
-        models.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=2 * GiB), source="/tests/e2e"
+        catalog.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", name=name, size=2 * GiB), source="/tests/e2e"
     )
     value, headers = encode(request)
-    async with TopicReader(stack, stack.topic("results")) as results:
+    async with TopicReader(stack, stack.topic("results")) as reader:
         await produce(stack, value, key=b"dev", headers=headers)
-        result = await results.wait_result(request.id)
-    assert isinstance(result.data, models.VolumeExpanded), result.data
+        result = await reader.wait_result(request.id)
+    assert isinstance(result.data, results.VolumeExpanded), result.data
     assert result.data.added_bricks == 3
     ssh = stack.ssh()
     try:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner import cli
+from provisioner.cli.parser import build_parser
+from provisioner.cli.requests import topology_change
 from provisioner.domain import (
     Brick,
     BrickId,
@@ -28,7 +29,7 @@ from provisioner.domain import (
     derive_id,
 )
 from provisioner.errors import CannotEvacuate, NoCapacity, NodeUnreachable
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
 from provisioner.planning import evacuation
@@ -307,10 +308,10 @@ class World(fakes.World):
         self.nodes.faults.append(replace_brick(self.nodes))
 
     async def setup(self, **fields: object) -> Volume:
-        await self.handle(new_event(models.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+        await self.handle(new_event(catalog.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
         data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, "name": "v", **fields})
-        outcome = await self.handle(new_event(models.PROVISION_REQUESTED, data, source="/t"))
-        assert isinstance(outcome.result.data, models.VolumeProvisioned), outcome.result.data
+        outcome = await self.handle(new_event(catalog.PROVISION_REQUESTED, data, source="/t"))
+        assert isinstance(outcome.result.data, results.VolumeProvisioned), outcome.result.data
         return self.volume()
 
     def volume(self) -> Volume:
@@ -323,7 +324,7 @@ class World(fakes.World):
     def device_remove(self, brick: Brick, *, evacuate: bool = True) -> Event:
         node, device = self.cluster().device(brick.device)
         data = models.DeviceRef(cluster="dev", host=node.manage, name=device.name, evacuate=evacuate)
-        return new_event(models.DEVICE_REMOVE_REQUESTED, data, source="/t")
+        return new_event(catalog.DEVICE_REMOVE_REQUESTED, data, source="/t")
 
     def gluster_bricks(self) -> set[tuple[str, str]]:
         return {(b.split(":")[0], b.split(":")[1]) for b in self.nodes.volumes["v"].bricks}
@@ -343,7 +344,7 @@ async def test_device_remove_evacuates_to_the_other_device_of_the_node() -> None
     old = before.bricks[0]
     cluster = world.cluster()
     outcome = await world.handle(world.device_remove(old))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     assert outcome.result.data.devices == 5
 
     after = world.volume()
@@ -373,8 +374,8 @@ async def test_node_remove_evacuates_every_brick_and_detaches() -> None:
     host = world.cluster().node(leaving).manage
     world.nodes.peers = {f"10.0.0.{i}" for i in range(1, 5)}
     data = models.NodeRef(cluster="dev", host=host, evacuate=True)
-    outcome = await world.handle(new_event(models.NODE_REMOVE_REQUESTED, data, source="/t"))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    outcome = await world.handle(new_event(catalog.NODE_REMOVE_REQUESTED, data, source="/t"))
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     assert outcome.result.data.nodes == 3
     after = world.volume()
     assert all(b.node != leaving for b in after.bricks)
@@ -388,7 +389,7 @@ async def test_distribute_is_refused_before_any_command() -> None:
     calls = len(world.nodes.calls)
     recorded = len(world.intent.recorded)
     outcome = await world.handle(world.device_remove(before.bricks[0]))
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "CannotEvacuate" and "volume v " in outcome.result.data.message
     assert len(world.nodes.calls) == calls and len(world.intent.recorded) == recorded
     assert world.volume() == before and before.bricks[0].device in device_ids(world.cluster())
@@ -398,15 +399,15 @@ async def test_without_evacuate_a_device_in_use_is_still_refused() -> None:
     world = World()
     before = await world.setup()
     outcome = await world.handle(world.device_remove(before.bricks[0], evacuate=False))
-    assert isinstance(outcome.result.data, models.RequestFailed) and outcome.result.data.reason == "DeviceInUse"
+    assert isinstance(outcome.result.data, results.RequestFailed) and outcome.result.data.reason == "DeviceInUse"
 
 
 async def test_evacuate_is_for_remove_only() -> None:
     world = World()
     await world.setup()
     data = models.NodeRef(cluster="dev", host="10.0.0.1", evacuate=True)
-    outcome = await world.handle(new_event(models.NODE_DISABLE_REQUESTED, data, source="/t"))
-    assert isinstance(outcome.result.data, models.RequestFailed) and outcome.result.data.reason == "InvalidTopology"
+    outcome = await world.handle(new_event(catalog.NODE_DISABLE_REQUESTED, data, source="/t"))
+    assert isinstance(outcome.result.data, results.RequestFailed) and outcome.result.data.reason == "InvalidTopology"
 
 
 @pytest.mark.parametrize("crash", ["after_replace_brick", "on_new_brick_mkfs", "on_old_brick_umount"])
@@ -437,7 +438,7 @@ async def test_a_crash_mid_move_resumes_the_same_replacement(crash: str) -> None
     [pair] = interrupted.replacing
     assert pair.old == old.id and len(interrupted.bricks) == 4  # both bricks owned
     outcome = await world.handle(event)  # redelivery
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     after = world.volume()
     assert after.replacing == () and after.bricks[0].id == pair.new
     assert world.gluster_bricks() == {world.path_of(b, cluster) for b in after.bricks}
@@ -450,7 +451,7 @@ async def test_a_lost_answer_counts_once_gluster_lists_the_new_brick() -> None:
     before = await world.setup()
     world.nodes.faults[:] = [replace_brick(world.nodes, lose_answer=True)]
     outcome = await world.handle(world.device_remove(before.bricks[0]))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     assert len(world.nodes.volumes["v"].bricks) == 3
     assert len([argv for _, argv in world.nodes.calls if "replace-brick" in argv]) == 1  # judged by volume info
 
@@ -466,7 +467,7 @@ async def test_a_refused_replace_brick_removes_the_new_brick_and_keeps_the_devic
 
     world.nodes.faults[:] = [refuse]
     outcome = await world.handle(world.device_remove(before.bricks[0]))
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "GlusterFailed" and "disk on fire" in outcome.result.data.message
     assert world.volume() == before
     assert len(world.nodes.mounts) == 3 and len(world.nodes.files) == 3
@@ -488,7 +489,7 @@ async def test_a_stale_mark_on_the_new_brick_is_rebuilt_once() -> None:
 
     world.nodes.faults[:] = [marked]
     outcome = await world.handle(world.device_remove(before.bricks[0]))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     replaced = [argv for _, argv in world.nodes.calls if "replace-brick" in argv]
     assert len(replaced) == 2 and replaced[0] == replaced[1]
 
@@ -503,8 +504,8 @@ async def test_a_dead_node_does_not_block_its_removal() -> None:
 
     world.nodes.faults.insert(0, down)
     data = models.NodeRef(cluster="dev", host=dead, evacuate=True)
-    outcome = await world.handle(new_event(models.NODE_REMOVE_REQUESTED, data, source="/t"))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    outcome = await world.handle(new_event(catalog.NODE_REMOVE_REQUESTED, data, source="/t"))
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data
     assert all(world.cluster().node(b.node).manage != dead for b in world.volume().bricks)
     assert not any(h == dead and "replace-brick" in argv for h, argv in world.nodes.calls)  # asked elsewhere
     assert any(h == dead for h, _ in world.nodes.mounts)  # the dead node's brick is left where it is
@@ -522,12 +523,12 @@ async def test_a_dead_node_still_blocks_a_device_remove_on_it() -> None:
 
     world.nodes.faults.insert(0, down_after_swap)
     outcome = await world.handle(world.device_remove(old))
-    assert isinstance(outcome.result.data, models.RequestFailed) and outcome.result.data.retriable
+    assert isinstance(outcome.result.data, results.RequestFailed) and outcome.result.data.retriable
     assert world.volume().replacing != ()  # swapped, old brick not destroyed: the move stays recorded
     assert old.device in device_ids(world.cluster())
     world.nodes.faults[:] = [replace_brick(world.nodes)]
     again = await world.handle(world.device_remove(old))
-    assert isinstance(again.result.data, models.TopologyLoaded), again.result.data
+    assert isinstance(again.result.data, results.TopologyLoaded), again.result.data
     assert world.volume().replacing == () and len(world.nodes.files) == 3
 
 
@@ -549,13 +550,13 @@ async def test_a_dead_node_still_blocks_a_device_remove_on_it() -> None:
     ],
 )
 def test_cli_evacuate_flag(argv: list[str], expected: models.Model) -> None:
-    _, data = cli._topology_change(cli._parser().parse_args(argv))
+    _, data = topology_change(build_parser().parse_args(argv))
     assert data == expected
 
 
 def test_enable_has_no_evacuate_flag() -> None:
     with pytest.raises(SystemExit):
-        cli._parser().parse_args(["device", "enable", "--cluster", "c", "--host", "h", "--name", "/d", "--evacuate"])
+        build_parser().parse_args(["device", "enable", "--cluster", "c", "--host", "h", "--name", "/d", "--evacuate"])
 
 
 async def test_a_move_waits_while_its_set_is_healing() -> None:
@@ -565,7 +566,7 @@ async def test_a_move_waits_while_its_set_is_healing() -> None:
     host, path = world.path_of(other)
     world.nodes.pending_heals[f"{host}:{path}"] = 7
     outcome = await world.handle(world.device_remove(old))
-    assert isinstance(outcome.result.data, models.RequestFailed), outcome.result.data
+    assert isinstance(outcome.result.data, results.RequestFailed), outcome.result.data
     assert outcome.result.data.reason == "HealPending" and outcome.result.data.retriable
     assert "7 entries still to heal" in outcome.result.data.message
     assert world.volume().bricks == before.bricks and world.volume().replacing == ()  # nothing moved or left
@@ -573,4 +574,4 @@ async def test_a_move_waits_while_its_set_is_healing() -> None:
 
     world.nodes.pending_heals.clear()  # healed: the same request now goes through
     outcome = await world.handle(world.device_remove(old))
-    assert isinstance(outcome.result.data, models.TopologyLoaded), outcome.result.data
+    assert isinstance(outcome.result.data, results.TopologyLoaded), outcome.result.data

@@ -11,21 +11,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.errors import InvalidEvent
-from provisioner.events import models
+from provisioner.events import catalog, models
 from provisioner.events.envelope import decode_request, encode, header, new_event
 
 
-def envelope(data: dict[str, Any], type_: str = models.PROVISION_REQUESTED) -> bytes:
+def envelope(data: dict[str, Any], type_: str = catalog.PROVISION_REQUESTED) -> bytes:
     return json.dumps({"specversion": "1.0", "id": "r1", "source": "/test", "type": type_, "data": data}).encode()
 
 
 def test_round_trip_with_headers() -> None:
-    event = new_event(models.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=1), source="/t")
+    event = new_event(catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=1), source="/t")
     value, headers = encode(event)
     decoded = decode_request(value)
     assert decoded.data == event.data
     assert decoded.id == event.id
-    assert header(headers, "ce_type") == models.PROVISION_REQUESTED
+    assert header(headers, "ce_type") == catalog.PROVISION_REQUESTED
     assert header(headers, "ce_specversion") == "1.0"
     assert (
         header(
@@ -44,7 +44,7 @@ def test_round_trip_with_headers() -> None:
         (b"[1, 2]", "InvalidEnvelope"),
         (
             json.dumps(
-                {"specversion": "0.3", "id": "x", "source": "/", "type": models.PROVISION_REQUESTED, "data": {}}
+                {"specversion": "0.3", "id": "x", "source": "/", "type": catalog.PROVISION_REQUESTED, "data": {}}
             ).encode(),
             "InvalidEnvelope",
         ),
@@ -66,7 +66,7 @@ def test_round_trip_with_headers() -> None:
             "InvalidData",
         ),
         (envelope({"cluster": "dev", "size": 1, "surprise": True}), "InvalidData"),
-        (envelope({"cluster": "dev"}, type_=models.DELETE_REQUESTED), "InvalidData"),
+        (envelope({"cluster": "dev"}, type_=catalog.DELETE_REQUESTED), "InvalidData"),
         (None, "EmptyEvent"),
     ],
 )
@@ -92,7 +92,7 @@ def test_topology_device_paths_cannot_escape() -> None:
         ],
     }
     with pytest.raises(InvalidEvent, match=r"'\.\.' segments"):
-        decode_request(envelope(data, type_=models.TOPOLOGY_LOAD_REQUESTED))
+        decode_request(envelope(data, type_=catalog.TOPOLOGY_LOAD_REQUESTED))
 
 
 @given(st.binary(max_size=300))
@@ -110,7 +110,7 @@ def test_arbitrary_bytes_never_escape_as_other_errors(value: bytes) -> None:
 )
 def test_arbitrary_json_data_never_escapes(data: object) -> None:
     value = json.dumps(
-        {"specversion": "1.0", "id": "r", "source": "/", "type": models.PROVISION_REQUESTED, "data": data}
+        {"specversion": "1.0", "id": "r", "source": "/", "type": catalog.PROVISION_REQUESTED, "data": data}
     ).encode()
     with contextlib.suppress(InvalidEvent):
         decode_request(value)
@@ -128,22 +128,24 @@ def test_allowed_options_and_snapshot_factor_pass() -> None:
 def test_every_request_type_the_cli_can_send_is_accepted() -> None:
     node = {"node": {"hostnames": {"manage": ["10.0.0.4"], "storage": ["10.0.0.4"]}}, "devices": []}
     samples: dict[str, dict[str, Any]] = {
-        models.NODE_ADD_REQUESTED: {"cluster": "dev", "node": node},
-        models.NODE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
-        models.NODE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
-        models.NODE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
-        models.DEVICE_ADD_REQUESTED: {
+        catalog.NODE_ADD_REQUESTED: {"cluster": "dev", "node": node},
+        catalog.NODE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        catalog.NODE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        catalog.NODE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4"},
+        catalog.DEVICE_ADD_REQUESTED: {
             "cluster": "dev",
             "host": "10.0.0.4",
             "device": {"name": "/d", "capacity": 1, "backend": "file"},
         },
-        models.DEVICE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
-        models.DEVICE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
-        models.DEVICE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
-        models.EXPAND_REQUESTED: {"cluster": "dev", "name": "v", "size": 1},
+        catalog.DEVICE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        catalog.DEVICE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        catalog.DEVICE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        catalog.EXPAND_REQUESTED: {"cluster": "dev", "name": "v", "size": 1},
     }
     for type_, data in samples.items():
         assert decode_request(envelope(data, type_=type_)).type == type_
-    assert set(samples) | {models.PROVISION_REQUESTED, models.DELETE_REQUESTED, models.TOPOLOGY_LOAD_REQUESTED} == set(
-        models.REQUEST_TYPES
-    )
+    assert set(samples) | {
+        catalog.PROVISION_REQUESTED,
+        catalog.DELETE_REQUESTED,
+        catalog.TOPOLOGY_LOAD_REQUESTED,
+    } == set(catalog.REQUEST_TYPES)

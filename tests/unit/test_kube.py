@@ -19,18 +19,18 @@ from prometheus_client import REGISTRY
 from provisioner.bus.client import RequestSender
 from provisioner.domain import derive_id
 from provisioner.errors import GidsExhausted, InvalidClaim, InvalidStorageClass, PermanentError
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event
 from provisioner.kube import manifests, names
 from provisioner.kube.objects import KubeObjects
 from provisioner.settings import Settings
 from provisioner.watch import decisions as claims
 from provisioner.watch import watcher
+from provisioner.watch.bridge import ClaimBridge, request_id
 from provisioner.watch.gids import GidPool
 from provisioner.watch.informer import Gone, Informer, Obj, Source
 from provisioner.watch.lease import LeaderLease
 from provisioner.watch.storage_class import GID_MAX, GID_MIN, ClassParameters, class_parameters
-from provisioner.watch.watcher import ClaimBridge, request_id
 
 GiB = 1024**3
 UID = "0b7c3f2e-4d1a-4c6b-9e8f-1a2b3c4d5e6f"
@@ -129,8 +129,8 @@ def claim_volume(**fields: Any) -> models.ClaimVolume:
     )
 
 
-def volume_out(*, gid: int | None = 2001, mount: str = "10.0.0.1:/vol_a") -> models.VolumeOut:
-    return models.VolumeOut(
+def volume_out(*, gid: int | None = 2001, mount: str = "10.0.0.1:/vol_a") -> results.VolumeOut:
+    return results.VolumeOut(
         cluster="dev",
         volume_id=VOLUME_ID,
         name="vol_a",
@@ -982,7 +982,7 @@ async def test_bridge_reserves_a_gid_then_sends_one_provision_request() -> None:
     ]
     [(event, key)] = world.sent
     assert key == "dev"
-    assert event.type == models.PROVISION_REQUESTED
+    assert event.type == catalog.PROVISION_REQUESTED
     assert event.id == request_id("provision", UID)
     assert isinstance(event.data, models.ProvisionVolume)
     assert event.data.gid == 40000
@@ -1039,7 +1039,7 @@ async def test_bridge_released_pv_becomes_a_delete_request_and_its_gid_is_freed(
     world = Bridge()
     await world.bridge.volumes_listed([pv()])
     [(event, key)] = world.sent
-    assert (event.type, event.id, key) == (models.DELETE_REQUESTED, request_id("delete", PV_UID), "dev")
+    assert (event.type, event.id, key) == (catalog.DELETE_REQUESTED, request_id("delete", PV_UID), "dev")
     assert event.data == claims.delete_request(pv(), PROVISIONER)
     assert 40001 in world.bridge._gids
     await world.bridge.volume_changed("DELETED", pv())
@@ -1051,7 +1051,7 @@ async def test_bridge_bound_claim_asking_for_more_becomes_an_expand_request() ->
     await world.bridge.volumes_listed([pv(phase="Bound")])
     await world.bridge.claim_changed("MODIFIED", bound("3Gi"))
     [(event, _)] = world.sent
-    assert event.type == models.EXPAND_REQUESTED
+    assert event.type == catalog.EXPAND_REQUESTED
     assert event.id == request_id("expand", UID, str(3 * GiB))
     assert isinstance(event.data, models.ExpandVolume) and event.data.size == 3 * GiB
 

@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from provisioner import metrics
 from provisioner.domain import Brick, BrickId, DeviceId, NodeId, Replicate, Volume, VolumeId, VolumeStatus
 from provisioner.errors import InvalidEvent, NodeUnreachable, TemporaryError
-from provisioner.events import models
+from provisioner.events import catalog, models
 from provisioner.events.envelope import decode_request
 from provisioner.executor import Argv, CommandResult
 from provisioner.observe.capacity import CapacityCollector
@@ -316,7 +316,7 @@ def test_alerted_label_values_exist_before_the_first_event() -> None:
     """``increase()`` cannot see a counter's first increment unless the series existed at 0."""
     assert sample(REGISTRY, "provisioner_dead_letters_total", reason="KeyMismatch") is not None
     assert sample(REGISTRY, "provisioner_reconcile_drift_found_total", kind="orphan_brick") is not None
-    for kind in set(models.REQUEST_KINDS.values()):
+    for kind in set(catalog.REQUEST_KINDS.values()):
         assert sample(REGISTRY, "provisioner_requests_received_total", type=kind) is not None
         assert sample(REGISTRY, "provisioner_request_duration_seconds_count", type=kind) is not None
     for step in metrics.STEPS:

@@ -7,7 +7,7 @@ import pytest
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
 from provisioner.errors import NodeUnreachable
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import new_event
 from provisioner.executor import Argv, CommandResult
 from tests.fakes import FakeVolume, World, default_topology, xml
@@ -17,11 +17,11 @@ GiB = 1024**3
 
 async def test_provision_then_delete_leaves_nothing() -> None:
     world = World()
-    assert (await world.load()).result.type == models.succeeded_type(models.TOPOLOGY_LOAD_REQUESTED)
+    assert (await world.load()).result.type == catalog.succeeded_type(catalog.TOPOLOGY_LOAD_REQUESTED)
     outcome = await world.provision(name="v1", gid=2001)
-    assert outcome.result.type == models.succeeded_type(models.PROVISION_REQUESTED)
+    assert outcome.result.type == catalog.succeeded_type(catalog.PROVISION_REQUESTED)
     data = outcome.result.data
-    assert isinstance(data, models.VolumeProvisioned)
+    assert isinstance(data, results.VolumeProvisioned)
     assert len({b.host for b in data.volume.bricks}) == 3
     assert world.nodes.volumes["v1"].started
     assert world.nodes.volumes["v1"].options["user.provisioner.id"] == data.volume.volume_id
@@ -29,18 +29,18 @@ async def test_provision_then_delete_leaves_nothing() -> None:
     assert world.intent.recorded[0].key == f"volume/{data.volume.volume_id}"  # intent before node work
     [progress] = world.intent.progress_events
     assert progress.type == "org.gluster.volume.provision.progressed.v1"
-    assert isinstance(progress.data, models.Progress) and progress.data.step == "bricks_ready"
+    assert isinstance(progress.data, results.Progress) and progress.data.step == "bricks_ready"
     assert world.state.volumes[VolumeId(data.volume.volume_id)].status is VolumeStatus.ONLINE
 
     deleted = await world.delete(name="v1")
-    assert isinstance(deleted.result.data, models.VolumeDeleted) and deleted.result.data.existed
+    assert isinstance(deleted.result.data, results.VolumeDeleted) and deleted.result.data.existed
     assert world.nodes.volumes == {} and world.nodes.mounts == {} and world.nodes.files == set()
     assert world.state.volumes == {}
 
 
 async def test_unknown_cluster_fails_with_reason() -> None:
     outcome = await World().provision()
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "UnknownCluster"
 
 
@@ -48,7 +48,7 @@ async def test_two_nodes_fail_with_not_enough_nodes() -> None:
     world = World(nodes=2)
     await world.load()
     outcome = await world.provision()
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "NotEnoughNodes"
     assert world.nodes.calls == []  # nothing touched a node
 
@@ -64,7 +64,7 @@ async def test_gluster_failure_rolls_back_every_brick() -> None:
 
     world.nodes.faults.append(refuse_create)
     outcome = await world.provision(name="v2")
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "GlusterFailed"
     assert "disk on fire" in outcome.result.data.message
     assert world.nodes.mounts == {} and world.nodes.files == set()
@@ -97,7 +97,7 @@ async def test_unreachable_node_fails_temporarily_then_rolls_back() -> None:
 
     world.nodes.faults.append(down)
     outcome = await world.provision(name="v4")
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "NodeUnreachable"
     assert outcome.result.data.retriable
     assert "10.0.0.2" in outcome.result.data.message
@@ -110,11 +110,11 @@ async def test_same_request_twice_gives_the_same_volume() -> None:
     world = World()
     await world.load()
     data = models.ProvisionVolume(cluster="dev", size=GiB, name="v5")
-    event = new_event(models.PROVISION_REQUESTED, data, source="/t")
+    event = new_event(catalog.PROVISION_REQUESTED, data, source="/t")
     first = await world.handle(event)
     second = await world.handle(event)
-    assert isinstance(first.result.data, models.VolumeProvisioned)
-    assert isinstance(second.result.data, models.VolumeProvisioned)
+    assert isinstance(first.result.data, results.VolumeProvisioned)
+    assert isinstance(second.result.data, results.VolumeProvisioned)
     assert first.result.data.volume == second.result.data.volume
     assert len(world.nodes.volumes) == 1
 
@@ -123,7 +123,7 @@ async def test_crash_after_intent_resumes_the_same_bricks() -> None:
     world = World()
     await world.load()
     data = models.ProvisionVolume(cluster="dev", size=GiB, name="v6")
-    event = new_event(models.PROVISION_REQUESTED, data, source="/t")
+    event = new_event(catalog.PROVISION_REQUESTED, data, source="/t")
 
     class Crash(BaseException):
         pass
@@ -138,7 +138,7 @@ async def test_crash_after_intent_resumes_the_same_bricks() -> None:
     planned = next(iter(world.state.volumes.values()))
     assert planned.status is VolumeStatus.CREATING
     outcome = await world.handle(event)  # redelivery
-    assert isinstance(outcome.result.data, models.VolumeProvisioned)
+    assert isinstance(outcome.result.data, results.VolumeProvisioned)
     assert [b.id for b in outcome.result.data.volume.bricks] == [b.id for b in planned.bricks]
     assert world.nodes.volumes["v6"].started
 
@@ -148,7 +148,7 @@ async def test_name_taken_by_someone_else_in_gluster() -> None:
     await world.load()
     world.nodes.volumes["taken"] = FakeVolume(bricks=["10.0.0.9:/b"], options={"user.provisioner.id": "f" * 32})
     outcome = await world.provision(name="taken")
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "VolumeNameTaken"
     assert world.nodes.volumes["taken"].options["user.provisioner.id"] == "f" * 32  # untouched
 
@@ -157,7 +157,7 @@ async def test_delete_of_unknown_volume_succeeds_as_nothing_to_do() -> None:
     world = World()
     await world.load()
     outcome = await world.delete(name="ghost")
-    assert isinstance(outcome.result.data, models.VolumeDeleted)
+    assert isinstance(outcome.result.data, results.VolumeDeleted)
     assert not outcome.result.data.existed
 
 
@@ -167,7 +167,7 @@ async def test_topology_cannot_drop_a_device_in_use() -> None:
     await world.provision(name="v7")
     world.topology = default_topology(nodes=2)
     outcome = await world.load()
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "DeviceInUse"
 
 
@@ -176,18 +176,18 @@ async def test_expand_adds_whole_sets_and_is_idempotent() -> None:
     await world.load()
     await world.provision(name="grow")
     data = models.ExpandVolume(cluster="dev", name="grow", size=3 * GiB)
-    first = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
-    assert isinstance(first.result.data, models.VolumeExpanded), first.result.data
+    first = await world.handle(new_event(catalog.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(first.result.data, results.VolumeExpanded), first.result.data
     assert first.result.data.added_bricks == 6
     assert len(world.nodes.volumes["grow"].bricks) == 9
     volume = first.result.data.volume
     for set_index in range(3):
         hosts = [b.host for b in volume.bricks[set_index * 3 : set_index * 3 + 3]]
         assert len(set(hosts)) == 3, "no two bricks of a set on one node"
-    again = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
-    assert isinstance(again.result.data, models.VolumeExpanded) and again.result.data.added_bricks == 0
+    again = await world.handle(new_event(catalog.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(again.result.data, results.VolumeExpanded) and again.result.data.added_bricks == 0
     deleted = await world.delete(name="grow")
-    assert isinstance(deleted.result.data, models.VolumeDeleted)
+    assert isinstance(deleted.result.data, results.VolumeDeleted)
     assert world.nodes.mounts == {} and world.nodes.files == set()
 
 
@@ -195,8 +195,8 @@ async def test_expand_of_unknown_volume_fails_with_reason() -> None:
     world = World()
     await world.load()
     data = models.ExpandVolume(cluster="dev", name="ghost", size=3 * GiB)
-    outcome = await world.handle(new_event(models.EXPAND_REQUESTED, data, source="/t"))
-    assert isinstance(outcome.result.data, models.RequestFailed)
+    outcome = await world.handle(new_event(catalog.EXPAND_REQUESTED, data, source="/t"))
+    assert isinstance(outcome.result.data, results.RequestFailed)
     assert outcome.result.data.reason == "VolumeNotFound"
 
 
@@ -208,16 +208,16 @@ async def test_node_add_probes_and_remove_detaches() -> None:
     world = World(nodes=2)
     await world.load()
     third = default_topology(3).nodes[2]
-    added = await change(world, models.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
-    assert isinstance(added.result.data, models.TopologyLoaded) and added.result.data.nodes == 3
+    added = await change(world, catalog.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
+    assert isinstance(added.result.data, results.TopologyLoaded) and added.result.data.nodes == 3
     assert world.nodes.peers == {"10.0.0.3"}
     assert ("10.0.0.3", ("mkdir", "-p", "--", "/srv/devices/dev1")) in world.nodes.calls
     assert (await world.provision(name="three")).result.type.endswith("succeeded.v1")  # now 3 nodes
-    refused = await change(world, models.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
-    assert isinstance(refused.result.data, models.RequestFailed) and refused.result.data.reason == "DeviceInUse"
+    refused = await change(world, catalog.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
+    assert isinstance(refused.result.data, results.RequestFailed) and refused.result.data.reason == "DeviceInUse"
     await world.delete(name="three")
-    removed = await change(world, models.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
-    assert isinstance(removed.result.data, models.TopologyLoaded) and removed.result.data.nodes == 2
+    removed = await change(world, catalog.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
+    assert isinstance(removed.result.data, results.TopologyLoaded) and removed.result.data.nodes == 2
     assert world.nodes.peers == set()
 
 
@@ -225,10 +225,10 @@ async def test_disabled_node_gets_no_bricks_until_enabled() -> None:
     world = World(nodes=3)
     await world.load()
     ref = models.NodeRef(cluster="dev", host="10.0.0.2")
-    await change(world, models.NODE_DISABLE_REQUESTED, ref)
+    await change(world, catalog.NODE_DISABLE_REQUESTED, ref)
     failed = await world.provision(name="nope")
-    assert isinstance(failed.result.data, models.RequestFailed) and failed.result.data.reason == "NotEnoughNodes"
-    await change(world, models.NODE_ENABLE_REQUESTED, ref)
+    assert isinstance(failed.result.data, results.RequestFailed) and failed.result.data.reason == "NotEnoughNodes"
+    await change(world, catalog.NODE_ENABLE_REQUESTED, ref)
     assert (await world.provision(name="yes")).result.type.endswith("succeeded.v1")
 
 
@@ -237,18 +237,18 @@ async def test_device_add_and_remove() -> None:
     await world.load()
     device = models.TopologyDevice(name="/srv/devices/dev9", backend="file", capacity=10 * GiB)
     added = await change(
-        world, models.DEVICE_ADD_REQUESTED, models.AddDevice(cluster="dev", host="10.0.0.1", device=device)
+        world, catalog.DEVICE_ADD_REQUESTED, models.AddDevice(cluster="dev", host="10.0.0.1", device=device)
     )
-    assert isinstance(added.result.data, models.TopologyLoaded) and added.result.data.devices == 4
+    assert isinstance(added.result.data, results.TopologyLoaded) and added.result.data.devices == 4
     unknown = await change(
         world,
-        models.DEVICE_REMOVE_REQUESTED,
+        catalog.DEVICE_REMOVE_REQUESTED,
         models.DeviceRef(cluster="dev", host="10.0.0.9", name="/srv/devices/dev9"),
     )
-    assert isinstance(unknown.result.data, models.RequestFailed) and unknown.result.data.reason == "UnknownNode"
+    assert isinstance(unknown.result.data, results.RequestFailed) and unknown.result.data.reason == "UnknownNode"
     removed = await change(
         world,
-        models.DEVICE_REMOVE_REQUESTED,
+        catalog.DEVICE_REMOVE_REQUESTED,
         models.DeviceRef(cluster="dev", host="10.0.0.1", name="/srv/devices/dev9"),
     )
-    assert isinstance(removed.result.data, models.TopologyLoaded) and removed.result.data.devices == 3
+    assert isinstance(removed.result.data, results.TopologyLoaded) and removed.result.data.devices == 3

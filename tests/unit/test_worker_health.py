@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from provisioner.domain import VolumeStatus
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import new_event
 from provisioner.executor import Argv, CommandResult
 from provisioner.planning.placement import NothingDown
@@ -128,14 +128,14 @@ async def test_expansion_avoids_down_nodes_and_names_them_when_it_cannot() -> No
     provisioned(await world.provision(name="grow"))
     world.health.hosts = {"10.0.0.4": GLUSTERD}
     grow = models.ExpandVolume(cluster="dev", name="grow", size=2 * GiB)
-    expanded = await world.handle(new_event(models.EXPAND_REQUESTED, grow, source="/t"))
-    assert isinstance(expanded.result.data, models.VolumeExpanded), expanded.result.data
+    expanded = await world.handle(new_event(catalog.EXPAND_REQUESTED, grow, source="/t"))
+    assert isinstance(expanded.result.data, results.VolumeExpanded), expanded.result.data
     added = expanded.result.data.volume.bricks[3:]
     assert len(added) == 3 and all(b.host != "10.0.0.4" for b in added)
 
     world.health.hosts = {"10.0.0.4": GLUSTERD, "10.0.0.1": "unreachable over SSH: refused"}
     more = models.ExpandVolume(cluster="dev", name="grow", size=3 * GiB)
-    failure = failed(await world.handle(new_event(models.EXPAND_REQUESTED, more, source="/t")))
+    failure = failed(await world.handle(new_event(catalog.EXPAND_REQUESTED, more, source="/t")))
     assert failure.reason == "NodeDown"
     assert "10.0.0.1 (unreachable over SSH: refused), 10.0.0.4" in failure.message
     [volume] = world.state.volumes.values()
@@ -155,7 +155,7 @@ async def test_an_existing_volume_on_a_down_node_fails_temporarily_naming_it() -
 
     world.nodes.faults.append(peers_down)
     delete = models.DeleteVolume(cluster="dev", name="old")
-    failure = failed(await world.handle(new_event(models.DELETE_REQUESTED, delete, source="/t")))
+    failure = failed(await world.handle(new_event(catalog.DELETE_REQUESTED, delete, source="/t")))
     assert failure.reason == "NodeUnreachable" and failure.retriable
     assert failure.message.endswith(f"Some of the peers are down; nodes down: 10.0.0.3 ({GLUSTERD})")
 

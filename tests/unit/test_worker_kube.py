@@ -21,7 +21,7 @@ from provisioner.errors import (
     PersistentVolumeTaken,
     ProvisionerError,
 )
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv
 from provisioner.kube import names
@@ -83,7 +83,7 @@ class Claims:
     async def provisioning(self, spec: models.ClaimVolume) -> None:
         self._record("provisioning", spec)
 
-    async def publish(self, spec: models.ClaimVolume, volume: models.VolumeOut) -> str:
+    async def publish(self, spec: models.ClaimVolume, volume: results.VolumeOut) -> str:
         self._record("publish", spec, volume)
         if self.publish_failures:
             raise self.publish_failures.pop(0)
@@ -122,14 +122,14 @@ class World(fakes.World):
                 **fields,
             }
         )
-        return new_event(models.PROVISION_REQUESTED, data, source="/t", subject=data.volume_id)
+        return new_event(catalog.PROVISION_REQUESTED, data, source="/t", subject=data.volume_id)
 
     async def provision(self, **fields: Any) -> Outcome:
         return await self.handle(self.request(**fields))
 
     async def delete(self, **fields: Any) -> Outcome:
         data = models.DeleteVolume.model_validate({"cluster": "dev", "volume_id": claim_volume_id(UID), **fields})
-        return await self.handle(new_event(models.DELETE_REQUESTED, data, source="/t"))
+        return await self.handle(new_event(catalog.DELETE_REQUESTED, data, source="/t"))
 
     async def grow(self, size: int, **fields: Any) -> Outcome:
         return await self.expand(volume_id=claim_volume_id(UID), size=size, **fields)
@@ -147,7 +147,7 @@ async def test_provision_for_a_claim_publishes_its_pv() -> None:
     await world.load()
     outcome = await world.provision()
     data = outcome.result.data
-    assert isinstance(data, models.VolumeProvisioned), data
+    assert isinstance(data, results.VolumeProvisioned), data
     assert data.persistent_volume == PV
     assert data.volume.volume_id == claim_volume_id(UID) and data.volume.gid == 40000
     [publish] = world.claims.named("publish")
@@ -225,7 +225,7 @@ async def test_a_publish_failing_for_a_while_is_retried() -> None:
     world.claims.publish_failures = [busy, busy]
     outcome = await world.provision()
     data = outcome.result.data
-    assert isinstance(data, models.VolumeProvisioned), data
+    assert isinstance(data, results.VolumeProvisioned), data
     assert data.persistent_volume == PV
     assert len(world.claims.named("publish")) == 3
     assert world.sleeps[-2:] == [2.0, 2.0]  # the error's delay, at least
@@ -252,8 +252,8 @@ async def test_a_repeated_provision_publishes_again_and_succeeds() -> None:
     first = await world.handle(event)
     node_calls = len(world.nodes.calls)
     again = await world.handle(event)
-    assert isinstance(first.result.data, models.VolumeProvisioned)
-    assert isinstance(again.result.data, models.VolumeProvisioned)
+    assert isinstance(first.result.data, results.VolumeProvisioned)
+    assert isinstance(again.result.data, results.VolumeProvisioned)
     assert again.result.data.volume == first.result.data.volume
     assert again.result.data.persistent_volume == PV
     assert len(world.claims.named("publish")) == 2
@@ -288,7 +288,7 @@ async def test_a_request_without_a_claim_never_calls_the_publisher() -> None:
     world = World()
     await world.load()
     outcome = await world.provision(kubernetes=None)
-    assert isinstance(outcome.result.data, models.VolumeProvisioned)
+    assert isinstance(outcome.result.data, results.VolumeProvisioned)
     assert outcome.result.data.persistent_volume is None
     assert world.claims.calls == []
 
@@ -302,7 +302,7 @@ async def test_delete_withdraws_the_objects_after_the_storage_is_gone() -> None:
     await world.provision()
     outcome = await world.delete(kubernetes=OBJECTS.model_dump())
     data = outcome.result.data
-    assert isinstance(data, models.VolumeDeleted), data
+    assert isinstance(data, results.VolumeDeleted), data
     assert data.existed and data.persistent_volume == PV
     assert nothing_left_on_the_nodes(world) and world.state.volumes == {}
     [withdraw] = world.claims.named("withdraw")
@@ -317,7 +317,7 @@ async def test_delete_of_a_volume_already_gone_still_withdraws() -> None:
     await world.load()
     outcome = await world.delete(kubernetes=OBJECTS.model_dump())
     data = outcome.result.data
-    assert isinstance(data, models.VolumeDeleted), data
+    assert isinstance(data, results.VolumeDeleted), data
     assert not data.existed and data.persistent_volume == PV
     assert [call.args for call in world.claims.named("withdraw")] == [(OBJECTS,)]
     assert world.nodes.calls == []
@@ -329,7 +329,7 @@ async def test_delete_whose_withdraw_fails_for_a_while_is_retried() -> None:
     await world.provision()
     world.claims.withdraw_failures = [KubernetesConflict("conflict", delay=0.5)]
     outcome = await world.delete(kubernetes=OBJECTS.model_dump())
-    assert isinstance(outcome.result.data, models.VolumeDeleted) and outcome.result.data.existed
+    assert isinstance(outcome.result.data, results.VolumeDeleted) and outcome.result.data.existed
     assert len(world.claims.named("withdraw")) == 2
     assert world.state.volumes == {}
 
@@ -339,7 +339,7 @@ async def test_delete_without_a_claim_never_calls_the_publisher() -> None:
     await world.load()
     await world.provision(kubernetes=None)
     outcome = await world.delete()
-    assert isinstance(outcome.result.data, models.VolumeDeleted) and outcome.result.data.persistent_volume is None
+    assert isinstance(outcome.result.data, results.VolumeDeleted) and outcome.result.data.persistent_volume is None
     assert world.claims.calls == []
 
 
@@ -362,7 +362,7 @@ async def test_expand_has_the_pv_follow_the_new_size() -> None:
     await world.provision()
     outcome = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     data = outcome.result.data
-    assert isinstance(data, models.VolumeExpanded), data
+    assert isinstance(data, results.VolumeExpanded), data
     assert data.added_bricks == 3 and data.persistent_volume == PV
     [resized] = world.claims.named("resized")
     assert resized.args == (RESIZE, 2 * GiB)
@@ -377,7 +377,7 @@ async def test_a_repeated_expand_resizes_again_without_node_work() -> None:
     await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     node_calls = len(world.nodes.calls)
     again = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
-    assert isinstance(again.result.data, models.VolumeExpanded) and again.result.data.added_bricks == 0
+    assert isinstance(again.result.data, results.VolumeExpanded) and again.result.data.added_bricks == 0
     assert [call.args for call in world.claims.named("resized")] == [(RESIZE, 2 * GiB), (RESIZE, 2 * GiB)]
     assert len(world.nodes.calls) == node_calls
 
@@ -390,7 +390,7 @@ async def test_a_no_op_expand_of_a_volume_with_room_reports_the_requested_size()
     await world.provision(durability={"type": "disperse", "data": 2, "redundancy": 1})
     outcome = await world.grow(2 * GiB, kubernetes=RESIZE.model_dump())
     data = outcome.result.data
-    assert isinstance(data, models.VolumeExpanded), data
+    assert isinstance(data, results.VolumeExpanded), data
     assert data.added_bricks == 0
     [resized] = world.claims.named("resized")
     assert resized.args[1] >= 2 * GiB, f"the PV is set to {resized.args[1]} bytes, the claim asked for {2 * GiB}"
@@ -401,7 +401,7 @@ async def test_expand_without_a_claim_never_calls_the_publisher() -> None:
     await world.load()
     await world.provision(kubernetes=None)
     outcome = await world.grow(2 * GiB)
-    assert isinstance(outcome.result.data, models.VolumeExpanded) and outcome.result.data.persistent_volume is None
+    assert isinstance(outcome.result.data, results.VolumeExpanded) and outcome.result.data.persistent_volume is None
     assert world.claims.calls == []
 
 

@@ -18,7 +18,7 @@ from provisioner.delivery.ledger import Ledger, ledger_key
 from provisioner.delivery.outcome import IntentWriter, Outcome
 from provisioner.delivery.schedule import Keys
 from provisioner.errors import KafkaUnavailable
-from provisioner.events import models
+from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.handling.results import succeeded
 from provisioner.state import DesiredState, StateChange
@@ -84,7 +84,7 @@ class FakePublisher:
 
 def request(name: str) -> bytes:
     data = models.DeleteVolume(cluster="dev", name=name)
-    value, _ = encode(new_event(models.DELETE_REQUESTED, data, source="/t", id_=f"req-{name}"))
+    value, _ = encode(new_event(catalog.DELETE_REQUESTED, data, source="/t", id_=f"req-{name}"))
     return value
 
 
@@ -115,7 +115,7 @@ class Handler:
                 raise RuntimeError("a bug")
         finally:
             self.running.discard(name)
-        gone = models.VolumeDeleted(request_id=event.id, cluster="dev", volume_id=None, name=data.name, existed=False)
+        gone = results.VolumeDeleted(request_id=event.id, cluster="dev", volume_id=None, name=data.name, existed=False)
         return succeeded(event, gone, key="dev", subject=None, source="/t")
 
 
