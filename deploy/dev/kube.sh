@@ -29,7 +29,10 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-MOD_DIR="$SCRIPT_DIR/k8sbins"
+
+LOG_PREFIX=kube
+# shellcheck source=deploy/dev/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 DEV_STATE="${DEV_STATE:-$REPO_ROOT/.dev}"
 STATE="$(realpath -m -- "$DEV_STATE")/kube"
@@ -42,10 +45,8 @@ AUTH_HEADER="$STATE/auth-header"
 ENV_FILE="$STATE/env"
 
 CACHE_DIR="${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gluster-provisioner}"
-K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$MOD_DIR/go.mod")"
-[[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || { echo "kube: cannot read k8s.io/kubernetes from $MOD_DIR/go.mod" >&2; exit 1; }
-K8S_MINOR="${BASH_REMATCH[1]}"
-BIN_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
+k8s_init
+BIN_DIR="$K8S_BIN_DIR"
 
 HOST=127.0.0.1
 APISERVER_PORT="${KUBE_APISERVER_PORT:-16443}"
@@ -70,87 +71,11 @@ CONTROLLERS+=,persistentvolumeclaim-protection-controller,namespace-controller,g
 CONTROLLERS+=,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
 CONTROLLERS+=,clusterrole-aggregation-controller
 
-LOG_PREFIX=kube
-# shellcheck source=deploy/dev/lib.sh
-. "$SCRIPT_DIR/lib.sh"
-
 # --- install --------------------------------------------------------------------------------
 
-go_cmd() {
-  if [[ -n "${GO:-}" ]]; then echo "$GO"
-  elif command -v go >/dev/null; then command -v go
-  elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go
-  else return 1
-  fi
-}
+installed() { k8s_installed "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
-package_of() {
-  case "$1" in
-    etcd) echo go.etcd.io/etcd/server/v3 ;;
-    kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
-    kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
-    kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
-  esac
-}
-
-installed() {
-  local c
-  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done
-}
-
-# One binary, at lowest CPU priority, with a progress line every minute (a cold kube-apiserver
-# build takes many minutes on 2 cores). Written to a temp file and renamed: never half a binary.
-build_one() {
-  local name=$1 go=$2 pkg ldflags=(-s -w) t0 pid rc=0 next=60
-  pkg="$(package_of "$name")"
-  if [[ "$name" == kube-* || "$name" == kubectl ]]; then
-    # What `make` stamps; without it /version (and `kubectl version`) reports v0.0.0-master.
-    local v=k8s.io/component-base/version
-    ldflags+=(-X "$v.gitMajor=1" -X "$v.gitMinor=$K8S_MINOR" -X "$v.gitVersion=$K8S_VERSION"
-      -X "$v.gitTreeState=clean" -X "$v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
-  fi
-  t0="$(now)"
-  log "building $name ($pkg) ..."
-  (cd "$MOD_DIR" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
-    -ldflags "${ldflags[*]}" -o "$BIN_DIR/.$name.tmp" "$pkg") >"$BIN_DIR/.$name.build.log" 2>&1 8>&- 9>&- &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (($(printf '%.0f' "$(since "$t0")") >= next)); then
-      log "  still building $name ($(since "$t0")s)"
-      next=$((next + 60))
-    fi
-  done
-  wait "$pid" || rc=$?
-  if ((rc != 0)); then
-    tail -n 40 "$BIN_DIR/.$name.build.log" >&2
-    rm -f "$BIN_DIR/.$name.tmp"
-    die "go build of $name failed (exit $rc); full log: $BIN_DIR/.$name.build.log"
-  fi
-  mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
-  rm -f "$BIN_DIR/.$name.build.log"
-  log "built $name in $(since "$t0")s ($(du -h "$BIN_DIR/$name" | cut -f1))"
-}
-
-cmd_install() {
-  if installed; then
-    log "kubernetes $K8S_VERSION already installed in $BIN_DIR"
-    return 0
-  fi
-  local go t0 c
-  go="$(go_cmd)" || die "go not found (set GO=, or install Go 1.26+ at /usr/local/go)"
-  mkdir -p "$BIN_DIR"
-  exec 8>"$BIN_DIR/.install.lock"
-  flock -w 3600 8 || die "another install holds $BIN_DIR/.install.lock"
-  if installed; then log "kubernetes $K8S_VERSION installed by a concurrent run"; return 0; fi
-  t0="$(now)"
-  log "building kubernetes $K8S_VERSION from the Go module proxy into $BIN_DIR ($("$go" version | cut -d' ' -f3))"
-  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do
-    [[ -x "$BIN_DIR/$c" ]] || build_one "$c" "$go"
-  done
-  exec 8>&-
-  log "installed kubernetes $K8S_VERSION in $(since "$t0")s"
-}
+cmd_install() { k8s_install "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
 # --- process helpers ------------------------------------------------------------------------
 
