@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for dev and tests: etcd, kube-apiserver, kube-controller-manager.
 # The binaries are built from the Go module proxy by the consumer module deploy/dev/k8sbins (no
-# tarballs, no images); no scheduler, no kubelet: pods never run, but the API, RBAC, admission
-# and the controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades).
+# tarballs, no images); no scheduler, and no kubelet here: the API, RBAC, admission and the
+# controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades). deploy/dev/node.sh
+# adds a node (a kubelet with client certificate system:node:<name> of this CA; the Node authorizer and
+# NodeRestriction admission hold it to its own objects); pods run there when they name it (nodeName).
 # kubectl is built from the same module as a tool (never started): tests apply the manifests of
 # deploy/kubernetes/ with it, and it is at hand for poking at the control plane.
 #
@@ -65,11 +67,14 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager)
 TOOLS=(kubectl)
 # The controllers that make the API behave like a cluster's for our use: PV/PVC binding and
 # protection, namespace deletion, garbage collection, service accounts (+ legacy token secrets,
-# the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view).
+# the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view); for the node of
+# node.sh: node lifecycle (the not-ready taint goes once it is Ready; an unreachable node is tainted),
+# taint eviction and pod GC (pods of a deleted node go).
 CONTROLLERS=persistentvolume-binder-controller,persistentvolume-protection-controller
 CONTROLLERS+=,persistentvolumeclaim-protection-controller,namespace-controller,garbage-collector-controller
 CONTROLLERS+=,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
 CONTROLLERS+=,clusterrole-aggregation-controller
+CONTROLLERS+=,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller
 
 # --- install --------------------------------------------------------------------------------
 
@@ -192,6 +197,14 @@ EXT
       >front-proxy-client.ext
     openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
       -CAcreateserial -days 3650 -extfile front-proxy-client.ext -out front-proxy-client.crt
+    # The apiserver's client certificate for the kubelets (logs, exec, port-forward); RBAC binds the
+    # user to system:kubelet-api-admin once the apiserver is up.
+    openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+      -subj "/CN=kube-apiserver-kubelet-client"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' \
+      >kubelet-client.ext
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile kubelet-client.ext -out kubelet-client.crt
     # Service-account token signing key.
     openssl genrsa -out sa.key 2048
     openssl rsa -in sa.key -pubout -out sa.pub
@@ -293,6 +306,10 @@ cmd_up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --kubelet-client-certificate="$PKI/kubelet-client.crt" --kubelet-client-key="$PKI/kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --endpoint-reconciler-type=none \
     --service-account-issuer="$SERVER" \
@@ -303,6 +320,9 @@ cmd_up() {
     --event-ttl=30m
   wait_for kube-apiserver "/readyz 200" apiserver_ready
   wait_for kube-apiserver "namespace default" default_ns
+  "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" create clusterrolebinding kube-apiserver-kubelet-client \
+    --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client >/dev/null ||
+    fail_with_log kube-apiserver "cannot bind kube-apiserver-kubelet-client to system:kubelet-api-admin"
 
   start_comp kube-controller-manager \
     --kubeconfig="$KCM_KUBECONFIG" \
