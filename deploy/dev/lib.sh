@@ -74,15 +74,23 @@ k8s_installed() {
 
 # go_build_bin NAME PKG OUT_DIR MOD_DIR GO [LDFLAGS...]: one binary, at lowest CPU priority, with a
 # progress line every minute (a cold kube-apiserver build takes many minutes on 2 cores). Written to a
-# temp file and renamed: never half a binary.
+# temp file and renamed: never half a binary. PKG is built in the module MOD_DIR, or, as PATH@VERSION
+# (MOD_DIR then ignored), with its own module's go.mod (`go install`, its binary named after PATH).
 go_build_bin() {
   local name=$1 pkg=$2 out=$3 mod=$4 go=$5 t0 pid rc=0 next=60
   shift 5
   local ldflags=(-s -w "$@")
   t0="$(now)"
   log "building $name ($pkg) ..."
-  (cd "$mod" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
-    -ldflags "${ldflags[*]}" -o "$out/.$name.tmp" "$pkg") >"$out/.$name.build.log" 2>&1 8>&- 9>&- &
+  if [[ "$pkg" == *@* ]]; then
+    rm -rf "$out/.$name.gobin"
+    (cd / && CGO_ENABLED=0 GOBIN="$out/.$name.gobin" nice -n 19 "$go" install -trimpath -buildvcs=false \
+      -ldflags "${ldflags[*]}" "$pkg" && mv -f "$out/.$name.gobin/$(basename -- "${pkg%@*}")" "$out/.$name.tmp" &&
+      rm -rf "$out/.$name.gobin") >"$out/.$name.build.log" 2>&1 8>&- 9>&- &
+  else
+    (cd "$mod" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
+      -ldflags "${ldflags[*]}" -o "$out/.$name.tmp" "$pkg") >"$out/.$name.build.log" 2>&1 8>&- 9>&- &
+  fi
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
