@@ -491,6 +491,19 @@ restore_sysctls() {
 
 # --- up / down / status ---------------------------------------------------------------------
 
+# A control plane started by a kube.sh from before node.sh lacks what the node relies on for the
+# rest (NodeRestriction, the apiserver's client certificate for kubelets): say so.
+control_plane_caveats() {
+  local pid args
+  pid="$(cat "$KUBE_STATE/kube-apiserver.pid" 2>/dev/null)" || return 0
+  args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 0
+  if [[ "$args" != *NodeRestriction* || "$args" != *--kubelet-client-certificate=* ]]; then
+    log "warning: the control plane was started without NodeRestriction and a kubelet client certificate" \
+      "(an older kube.sh): pods run, but logs/exec through the apiserver fail and the node's credential is" \
+      "not held to its own Node; restart it (kube.sh down && kube.sh up, then node.sh up)"
+  fi
+}
+
 # The node is up, registered with this control plane (same CA) and Ready.
 healthy() {
   comp_pid containerd >/dev/null && comp_pid kubelet >/dev/null && kubelet_healthy &&
@@ -505,6 +518,7 @@ cmd_up() {
   apiserver_up || die "the control plane is not up (deploy/dev/kube.sh up first; no /readyz via $KUBE_STATE/kubeconfig)"
   if [[ -f "$ENV_FILE" ]] && healthy; then
     log "already running (containerd pid $(comp_pid containerd), kubelet pid $(comp_pid kubelet); Node $NODE_NAME Ready)"
+    control_plane_caveats
     return 0
   fi
   if comp_pid containerd >/dev/null || comp_pid kubelet >/dev/null; then
@@ -557,6 +571,7 @@ cmd_up() {
   STARTING=0
   write_env
   log "ready in $(since "$t0")s (Node $NODE_NAME $NODE_IP, kubelet $K8S_VERSION, $(containerd --version | awk '{ print $1, $3 }'); env $ENV_FILE)"
+  control_plane_caveats
 }
 
 # Mount points at or under any of the given directories, deepest first.
@@ -597,6 +612,14 @@ foreign_kubelet() {
 }
 
 netns_list() { compgen -G '/run/netns/cni-*' || true; }
+
+# Host ends of the pods' veth pairs: on our bridge, or named as the bridge plugin names them
+# (veth + 8 hex digits; the gluster nodes' are gsveth<n>).
+cni_veths() {
+  ip -o link show type veth 2>/dev/null | awk -F': ' -v br="$CNI_BRIDGE" '
+    { name = $2; sub(/@.*/, "", name) }
+    $0 ~ ("master " br " ") || name ~ /^veth[0-9a-f]{8}$/ { print name }'
+}
 
 # The kubelet's iptables chains (KUBE-FIREWALL with its jumps from INPUT and OUTPUT, the canaries;
 # without kube-proxy nothing else makes KUBE-* chains): the jumps to them, then the chains.
@@ -657,7 +680,7 @@ cmd_down() {
     umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
     rm -f "$ns"
   done
-  for m in $(ip -o link show type veth 2>/dev/null | awk -F': ' -v br="$CNI_BRIDGE" '$0 ~ "master " br " " { sub(/@.*/, "", $2); print $2 }'); do
+  for m in $(cni_veths); do
     ip link del "$m" 2>/dev/null || true
   done
   ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link del "$CNI_BRIDGE"
@@ -671,7 +694,7 @@ cmd_down() {
   done
   restore_sysctls
   if [[ -x "$BIN_DIR/kubectl" ]] && apiserver_up; then
-    # Pods bound to the node would stay forever (no pod GC controller runs): remove them with it.
+    # Pods bound to the node would stay (unless kube-controller-manager runs pod GC): they go with it.
     kubectl_admin delete pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" \
       --force --grace-period=0 --wait=false >/dev/null 2>&1 || true
     kubectl_admin delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null 2>&1 ||
@@ -689,7 +712,7 @@ cmd_down() {
   done
   while IFS= read -r m; do [[ -n "$m" ]] && { log "left: mount $m"; left=1; }; done < <(mounts_under "$KUBELET_ROOT" "$CTRD_DIR")
   for ns in $(netns_list); do log "left: netns $ns"; left=1; done
-  for m in $(ip -o link show type veth 2>/dev/null | awk -F': ' -v br="$CNI_BRIDGE" '$0 ~ "master " br " " { sub(/@.*/, "", $2); print $2 }'); do
+  for m in $(cni_veths); do
     log "left: veth $m"
     left=1
   done
