@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for dev and tests: etcd, kube-apiserver, kube-controller-manager.
 # The binaries are built from the Go module proxy by the consumer module deploy/dev/k8sbins (no
-# tarballs, no images); no scheduler, no kubelet: pods never run, but the API, RBAC, admission
-# and the controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades).
+# tarballs, no images); no scheduler, and no kubelet here: the API, RBAC, admission and the
+# controllers below are the real ones (PVCs bind, namespaces finalize, GC cascades). deploy/dev/node.sh
+# adds a node (a kubelet with client certificate system:node:<name> of this CA; the Node authorizer and
+# NodeRestriction admission hold it to its own objects); pods run there when they name it (nodeName).
 # kubectl is built from the same module as a tool (never started): tests apply the manifests of
 # deploy/kubernetes/ with it, and it is at hand for poking at the control plane.
 #
@@ -29,7 +31,10 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-MOD_DIR="$SCRIPT_DIR/k8sbins"
+
+LOG_PREFIX=kube
+# shellcheck source=deploy/dev/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 DEV_STATE="${DEV_STATE:-$REPO_ROOT/.dev}"
 STATE="$(realpath -m -- "$DEV_STATE")/kube"
@@ -42,10 +47,8 @@ AUTH_HEADER="$STATE/auth-header"
 ENV_FILE="$STATE/env"
 
 CACHE_DIR="${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gluster-provisioner}"
-K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$MOD_DIR/go.mod")"
-[[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || { echo "kube: cannot read k8s.io/kubernetes from $MOD_DIR/go.mod" >&2; exit 1; }
-K8S_MINOR="${BASH_REMATCH[1]}"
-BIN_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
+k8s_init
+BIN_DIR="$K8S_BIN_DIR"
 
 HOST=127.0.0.1
 APISERVER_PORT="${KUBE_APISERVER_PORT:-16443}"
@@ -64,93 +67,20 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager)
 TOOLS=(kubectl)
 # The controllers that make the API behave like a cluster's for our use: PV/PVC binding and
 # protection, namespace deletion, garbage collection, service accounts (+ legacy token secrets,
-# the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view).
+# the kube-root-ca.crt config map) and aggregated cluster roles (admin/edit/view); for the node of
+# node.sh: node lifecycle (the not-ready taint goes once it is Ready; an unreachable node is tainted),
+# taint eviction and pod GC (pods of a deleted node go).
 CONTROLLERS=persistentvolume-binder-controller,persistentvolume-protection-controller
 CONTROLLERS+=,persistentvolumeclaim-protection-controller,namespace-controller,garbage-collector-controller
 CONTROLLERS+=,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller
 CONTROLLERS+=,clusterrole-aggregation-controller
-
-LOG_PREFIX=kube
-# shellcheck source=deploy/dev/lib.sh
-. "$SCRIPT_DIR/lib.sh"
+CONTROLLERS+=,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller
 
 # --- install --------------------------------------------------------------------------------
 
-go_cmd() {
-  if [[ -n "${GO:-}" ]]; then echo "$GO"
-  elif command -v go >/dev/null; then command -v go
-  elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go
-  else return 1
-  fi
-}
+installed() { k8s_installed "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
-package_of() {
-  case "$1" in
-    etcd) echo go.etcd.io/etcd/server/v3 ;;
-    kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
-    kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
-    kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
-  esac
-}
-
-installed() {
-  local c
-  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done
-}
-
-# One binary, at lowest CPU priority, with a progress line every minute (a cold kube-apiserver
-# build takes many minutes on 2 cores). Written to a temp file and renamed: never half a binary.
-build_one() {
-  local name=$1 go=$2 pkg ldflags=(-s -w) t0 pid rc=0 next=60
-  pkg="$(package_of "$name")"
-  if [[ "$name" == kube-* || "$name" == kubectl ]]; then
-    # What `make` stamps; without it /version (and `kubectl version`) reports v0.0.0-master.
-    local v=k8s.io/component-base/version
-    ldflags+=(-X "$v.gitMajor=1" -X "$v.gitMinor=$K8S_MINOR" -X "$v.gitVersion=$K8S_VERSION"
-      -X "$v.gitTreeState=clean" -X "$v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
-  fi
-  t0="$(now)"
-  log "building $name ($pkg) ..."
-  (cd "$MOD_DIR" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
-    -ldflags "${ldflags[*]}" -o "$BIN_DIR/.$name.tmp" "$pkg") >"$BIN_DIR/.$name.build.log" 2>&1 8>&- 9>&- &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (($(printf '%.0f' "$(since "$t0")") >= next)); then
-      log "  still building $name ($(since "$t0")s)"
-      next=$((next + 60))
-    fi
-  done
-  wait "$pid" || rc=$?
-  if ((rc != 0)); then
-    tail -n 40 "$BIN_DIR/.$name.build.log" >&2
-    rm -f "$BIN_DIR/.$name.tmp"
-    die "go build of $name failed (exit $rc); full log: $BIN_DIR/.$name.build.log"
-  fi
-  mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
-  rm -f "$BIN_DIR/.$name.build.log"
-  log "built $name in $(since "$t0")s ($(du -h "$BIN_DIR/$name" | cut -f1))"
-}
-
-cmd_install() {
-  if installed; then
-    log "kubernetes $K8S_VERSION already installed in $BIN_DIR"
-    return 0
-  fi
-  local go t0 c
-  go="$(go_cmd)" || die "go not found (set GO=, or install Go 1.26+ at /usr/local/go)"
-  mkdir -p "$BIN_DIR"
-  exec 8>"$BIN_DIR/.install.lock"
-  flock -w 3600 8 || die "another install holds $BIN_DIR/.install.lock"
-  if installed; then log "kubernetes $K8S_VERSION installed by a concurrent run"; return 0; fi
-  t0="$(now)"
-  log "building kubernetes $K8S_VERSION from the Go module proxy into $BIN_DIR ($("$go" version | cut -d' ' -f3))"
-  for c in "${COMPONENTS[@]}" "${TOOLS[@]}"; do
-    [[ -x "$BIN_DIR/$c" ]] || build_one "$c" "$go"
-  done
-  exec 8>&-
-  log "installed kubernetes $K8S_VERSION in $(since "$t0")s"
-}
+cmd_install() { k8s_install "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
 # --- process helpers ------------------------------------------------------------------------
 
@@ -267,6 +197,14 @@ EXT
       >front-proxy-client.ext
     openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
       -CAcreateserial -days 3650 -extfile front-proxy-client.ext -out front-proxy-client.crt
+    # The apiserver's client certificate for the kubelets (logs, exec, port-forward); RBAC binds the
+    # user to system:kubelet-api-admin once the apiserver is up.
+    openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+      -subj "/CN=kube-apiserver-kubelet-client"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' \
+      >kubelet-client.ext
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile kubelet-client.ext -out kubelet-client.crt
     # Service-account token signing key.
     openssl genrsa -out sa.key 2048
     openssl rsa -in sa.key -pubout -out sa.pub
@@ -368,6 +306,10 @@ cmd_up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --kubelet-client-certificate="$PKI/kubelet-client.crt" --kubelet-client-key="$PKI/kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --endpoint-reconciler-type=none \
     --service-account-issuer="$SERVER" \
@@ -378,6 +320,9 @@ cmd_up() {
     --event-ttl=30m
   wait_for kube-apiserver "/readyz 200" apiserver_ready
   wait_for kube-apiserver "namespace default" default_ns
+  "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" create clusterrolebinding kube-apiserver-kubelet-client \
+    --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client >/dev/null ||
+    fail_with_log kube-apiserver "cannot bind kube-apiserver-kubelet-client to system:kubelet-api-admin"
 
   start_comp kube-controller-manager \
     --kubeconfig="$KCM_KUBECONFIG" \

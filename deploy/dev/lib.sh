@@ -1,4 +1,4 @@
-# Shared helpers of the dev stack scripts (kafka.sh, kube.sh, prometheus.sh); sourced, not run.
+# Shared helpers of the dev stack scripts (kafka.sh, kube.sh, node.sh, prometheus.sh); sourced, not run.
 # The sourcing script sets LOG_PREFIX (e.g. "kafka") before sourcing; STOP_TIMEOUT may be preset.
 # shellcheck shell=bash
 
@@ -33,4 +33,115 @@ show_log() {
     log "last lines of $file:"
     tail -n "$lines" "$file" >&2
   fi
+}
+
+# --- Kubernetes binaries (kube.sh, node.sh) -------------------------------------------------
+# Every binary is a main package pinned in the consumer module deploy/dev/k8sbins (tools.go), built
+# from the Go module proxy into $CACHE_DIR/k8s-<version>, <version> being k8s.io/kubernetes in its
+# go.mod. k8s_init sets K8S_MOD_DIR, K8S_VERSION, K8S_MINOR and K8S_BIN_DIR (CACHE_DIR must be set).
+
+DEV_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+k8s_init() {
+  K8S_MOD_DIR="$DEV_SCRIPTS_DIR/k8sbins"
+  K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$K8S_MOD_DIR/go.mod")"
+  [[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || die "cannot read k8s.io/kubernetes from $K8S_MOD_DIR/go.mod"
+  K8S_MINOR="${BASH_REMATCH[1]}"
+  K8S_BIN_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
+}
+
+go_cmd() {
+  if [[ -n "${GO:-}" ]]; then echo "$GO"
+  elif command -v go >/dev/null; then command -v go
+  elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go
+  else return 1
+  fi
+}
+
+k8s_package() {
+  case "$1" in
+    etcd) echo go.etcd.io/etcd/server/v3 ;;
+    kube-apiserver | kube-controller-manager | kubectl | kubelet) echo "k8s.io/kubernetes/cmd/$1" ;;
+    *) die "no package known for $1 (add it to k8s_package in lib.sh and to k8sbins/tools.go)" ;;
+  esac
+}
+
+# k8s_installed NAME...: all of them are in the cache.
+k8s_installed() {
+  local c
+  for c in "$@"; do [[ -x "$K8S_BIN_DIR/$c" ]] || return 1; done
+}
+
+# go_build_bin NAME PKG OUT_DIR MOD_DIR GO [LDFLAGS...]: one binary, at lowest CPU priority, with a
+# progress line every minute (a cold kube-apiserver build takes many minutes on 2 cores). Written to a
+# temp file and renamed: never half a binary. PKG is built in the module MOD_DIR, or, as PATH@VERSION
+# (MOD_DIR then ignored), with its own module's go.mod (`go install`, its binary named after PATH).
+go_build_bin() {
+  local name=$1 pkg=$2 out=$3 mod=$4 go=$5 t0 pid rc=0 next=60
+  shift 5
+  local ldflags=(-s -w "$@")
+  t0="$(now)"
+  log "building $name ($pkg) ..."
+  if [[ "$pkg" == *@* ]]; then
+    rm -rf "$out/.$name.gobin"
+    (cd / && CGO_ENABLED=0 GOBIN="$out/.$name.gobin" nice -n 19 "$go" install -trimpath -buildvcs=false \
+      -ldflags "${ldflags[*]}" "$pkg" && mv -f "$out/.$name.gobin/$(basename -- "${pkg%@*}")" "$out/.$name.tmp" &&
+      rm -rf "$out/.$name.gobin") >"$out/.$name.build.log" 2>&1 8>&- 9>&- &
+  else
+    (cd "$mod" && CGO_ENABLED=0 exec nice -n 19 "$go" build -trimpath -buildvcs=false \
+      -ldflags "${ldflags[*]}" -o "$out/.$name.tmp" "$pkg") >"$out/.$name.build.log" 2>&1 8>&- 9>&- &
+  fi
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (($(printf '%.0f' "$(since "$t0")") >= next)); then
+      log "  still building $name ($(since "$t0")s)"
+      next=$((next + 60))
+    fi
+  done
+  wait "$pid" || rc=$?
+  if ((rc != 0)); then
+    tail -n 40 "$out/.$name.build.log" >&2
+    rm -f "$out/.$name.tmp"
+    die "go build of $name failed (exit $rc); full log: $out/.$name.build.log"
+  fi
+  mv -f "$out/.$name.tmp" "$out/$name"
+  rm -f "$out/.$name.build.log"
+  log "built $name in $(since "$t0")s ($(du -h "$out/$name" | cut -f1))"
+}
+
+k8s_build_one() {
+  local name=$1 go=$2 ldflags=()
+  if [[ "$name" == kube* ]]; then
+    # What `make` stamps; without it /version (and `kubectl version`) reports v0.0.0-master.
+    local v=k8s.io/component-base/version
+    ldflags+=(-X "$v.gitMajor=1" -X "$v.gitMinor=$K8S_MINOR" -X "$v.gitVersion=$K8S_VERSION"
+      -X "$v.gitTreeState=clean" -X "$v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
+  fi
+  go_build_bin "$name" "$(k8s_package "$name")" "$K8S_BIN_DIR" "$K8S_MOD_DIR" "$go" "${ldflags[@]}"
+}
+
+# k8s_install NAME...: build those missing, one install at a time per version (a lock in the cache:
+# kube.sh and node.sh may run at once, and each waits for the other's build).
+k8s_install() {
+  if k8s_installed "$@"; then
+    log "kubernetes $K8S_VERSION already installed in $K8S_BIN_DIR ($*)"
+    return 0
+  fi
+  local go t0 c
+  go="$(go_cmd)" || die "go not found (set GO=, or install Go 1.26+ at /usr/local/go)"
+  mkdir -p "$K8S_BIN_DIR"
+  exec 8>"$K8S_BIN_DIR/.install.lock"
+  if ! flock -n 8; then
+    log "waiting for another build in $K8S_BIN_DIR (lock $K8S_BIN_DIR/.install.lock)"
+    flock -w 3600 8 || die "another install holds $K8S_BIN_DIR/.install.lock"
+  fi
+  if k8s_installed "$@"; then log "kubernetes $K8S_VERSION installed by a concurrent run ($*)"; exec 8>&-; return 0; fi
+  t0="$(now)"
+  log "building kubernetes $K8S_VERSION from the Go module proxy into $K8S_BIN_DIR ($("$go" version | cut -d' ' -f3))"
+  for c in "$@"; do
+    [[ -x "$K8S_BIN_DIR/$c" ]] || k8s_build_one "$c" "$go"
+  done
+  exec 8>&-
+  log "installed kubernetes $K8S_VERSION in $(since "$t0")s ($*)"
 }
