@@ -95,47 +95,21 @@ declare -A SSH_OK=()   # node -> 1 when `ssh nodeN hostname` answered nodeN
 
 # ---------------------------------------------------------------- helpers
 
-log() { printf 'gluster: %s\n' "$*" >&2; }
-
-show_tail() {
-    local f
-    for f in "$@"; do
-        if [ -s "$f" ]; then
-            printf -- '--- last lines of %s\n' "$f" >&2
-            tail -n 15 -- "$f" >&2
-        fi
-    done
-}
-
-die() {
-    local msg=$1
-    shift
-    log "ERROR: $msg"
-    show_tail "$@"
-    exit 1
-}
+LOG_PREFIX=gluster
+# shellcheck source=deploy/dev/lib.sh
+. "$(dirname -- "$SCRIPT")/lib.sh"
 
 on_err() { log "ERROR: command failed (exit $1) at line $2: $3"; }
 trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
 
-now_ms() {
-    local t=$EPOCHREALTIME
-    echo $(( ${t%.*} * 1000 + 10#${t#*.} / 1000 ))
-}
-
-since() {
-    local ms=$(( $(now_ms) - $1 ))
-    printf '%d.%02ds' $(( ms / 1000 )) $(( ms % 1000 / 10 ))
-}
-
 node_ip() { echo "10.77.0.1${1#node}"; }
 
-# wait_for WHAT STARTER_PID LOG CMD...: poll CMD until it succeeds. Fail with the tail of LOG
+# wait_until WHAT STARTER_PID LOG CMD...: poll CMD until it succeeds. Fail with the tail of LOG
 # when GLUSTER_TIMEOUT passes, or at once when the starter process exited with an error.
-wait_for() {
+wait_until() {
     local what=$1 pid=$2 logf=$3 rc deadline
     shift 3
-    deadline=$(( $(now_ms) + TIMEOUT * 1000 ))
+    deadline=$((SECONDS + TIMEOUT))
     until "$@"; do
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
             rc=0
@@ -143,7 +117,7 @@ wait_for() {
             if [ "$rc" -ne 0 ]; then die "$what: its starter exited with status $rc" "$logf"; fi
             pid=
         fi
-        if [ "$(now_ms)" -ge "$deadline" ]; then die "$what: not ready after ${TIMEOUT}s" "$logf"; fi
+        if [ "$SECONDS" -ge "$deadline" ]; then die "$what: not ready after ${TIMEOUT}s" "$logf"; fi
         sleep 0.05
     done
 }
@@ -439,7 +413,7 @@ on_up_exit() {
 do_up() {
     local t0 t n d i out
     local -A pid=()
-    t0=$(now_ms)
+    t0=$(now)
     do_install
     check_location
     if check_health; then
@@ -467,25 +441,25 @@ do_up() {
     trap 'exit 143' TERM
 
     # 1. keys, configs and node directories
-    t=$(now_ms)
+    t=$(now)
     rm -rf --one-file-system -- "$NODES_DIR" "$SB/tmp"
     mkdir -p "$MARKS" "$NODES_DIR" "$SB/mnt"
     write_client_files
     for n in "${NODES[@]}"; do prepare_node "$n"; done
-    log "keys and node files ready ($(since "$t"))"
+    log "keys and node files ready ($(since "$t")s)"
 
     # 2. network; remember the host paths we are about to create
-    t=$(now_ms)
+    t=$(now)
     mark_if_absent run-netns /run/netns
     mark_if_absent run-mount /run/mount
     mark_if_absent srv /srv
     mark_if_absent var-lib-provisioner /var/lib/provisioner
     mkdir -p /srv /var/lib/provisioner
     setup_network
-    log "network ready: $BRIDGE $BRIDGE_ADDR, ${NODES[*]} ($(since "$t"))"
+    log "network ready: $BRIDGE $BRIDGE_ADDR, ${NODES[*]} ($(since "$t")s)"
 
     # 3. node namespaces, in parallel
-    t=$(now_ms)
+    t=$(now)
     for n in "${NODES[@]}"; do
         d=$NODES_DIR/$n
         setsid ip netns exec "$n" unshare --mount --uts --pid --fork --mount-proc --propagation private \
@@ -493,25 +467,25 @@ do_up() {
         pid[$n]=$!
     done
     for n in "${NODES[@]}"; do
-        wait_for "$n namespaces" "${pid[$n]}" "$NODES_DIR/$n/holder.log" holder_ready "$n"
+        wait_until "$n namespaces" "${pid[$n]}" "$NODES_DIR/$n/holder.log" holder_ready "$n"
         INIT[$n]=$(find_init "$n") || die "$n: cannot find the PID-namespace init" "$NODES_DIR/$n/holder.log"
         echo "${INIT[$n]}" >"$NODES_DIR/$n/init.pid"
     done
-    log "node namespaces ready ($(since "$t"))"
+    log "node namespaces ready ($(since "$t")s)"
 
     # 4. sshd, then glusterd on all nodes in parallel
-    t=$(now_ms)
+    t=$(now)
     for n in "${NODES[@]}"; do
         d=$NODES_DIR/$n
         in_node "$n" "${NODE_ENV[@]}" /usr/sbin/sshd -f /run/sandbox/sshd_config -E /var/log/glusterfs/sshd.log \
             </dev/null >>"$d/log/sshd.log" 2>&1 9<&- || die "$n: sshd failed to start" "$d/log/sshd.log"
     done
     for n in "${NODES[@]}"; do
-        wait_for "$n sshd" "" "$NODES_DIR/$n/log/sshd.log" sshd_pidfile_ok "$n"
+        wait_until "$n sshd" "" "$NODES_DIR/$n/log/sshd.log" sshd_pidfile_ok "$n"
     done
-    log "sshd up on ${NODES[*]} ($(since "$t"))"
+    log "sshd up on ${NODES[*]} ($(since "$t")s)"
 
-    t=$(now_ms)
+    t=$(now)
     pid=()
     for n in "${NODES[@]}"; do
         in_node "$n" "${NODE_ENV[@]}" bash -c "$GLUSTERD_START" </dev/null >>"$NODES_DIR/$n/log/glusterd-start.log" 2>&1 9<&- &
@@ -519,19 +493,19 @@ do_up() {
     done
     for n in "${NODES[@]}"; do
         d=$NODES_DIR/$n
-        wait_for "$n glusterd" "${pid[$n]}" "$d/log/glusterd.log" glusterd_started "$n"
-        log "$n glusterd ready ($(since "$t"))"
+        wait_until "$n glusterd" "${pid[$n]}" "$d/log/glusterd.log" glusterd_started "$n"
+        log "$n glusterd ready ($(since "$t")s)"
     done
 
     # 5. trusted pool: probe by IP from node1 over SSH
-    t=$(now_ms)
+    t=$(now)
     for n in "${NODES[@]:1}"; do
         i=$(node_ip "$n")
         out=$(ssh_node node1 gluster --mode=script peer probe "$i" 2>&1) \
             || die "peer probe $i from node1 failed: $out" "$NODES_DIR/node1/log/glusterd.log"
     done
-    wait_for "peers (every node sees 2 Connected)" "" "$NODES_DIR/node1/log/glusterd.log" all_peers_connected
-    log "peers connected ($(since "$t"))"
+    wait_until "peers (every node sees 2 Connected)" "" "$NODES_DIR/node1/log/glusterd.log" all_peers_connected
+    log "peers connected ($(since "$t")s)"
 
     ssh_check_all
     for n in "${NODES[@]}"; do
@@ -539,7 +513,7 @@ do_up() {
     done
     rm -rf -- "$SB/tmp"
     UP_DONE=1
-    log "up in $(since "$t0"); consumers: $ENV_FILE; ssh -F $SSH_CONFIG node1"
+    log "up in $(since "$t0")s; consumers: $ENV_FILE; ssh -F $SSH_CONFIG node1"
 }
 
 # ---------------------------------------------------------------- down
@@ -661,7 +635,7 @@ leftovers() {
 do_down() {
     local t0 n i p deadline mounts=0 nodes=0 loops clients left_over
     local -a procs targets left
-    t0=$(now_ms)
+    t0=$(now)
 
     # 1. host-side mounts (FUSE) while the servers still answer
     mapfile -t targets < <(host_mounts)
@@ -678,11 +652,11 @@ do_down() {
     for n in "${!INIT[@]}"; do mapfile -t -O "${#procs[@]}" procs < <(node_processes "$n"); done
     if [ "${#procs[@]}" -gt 0 ]; then
         kill -TERM "${procs[@]}" 2>/dev/null || true
-        deadline=$(( $(now_ms) + 5000 ))
+        deadline=$((SECONDS + 5))
         while :; do
             left=()
             for p in "${procs[@]}"; do if alive "$p"; then left+=("$p"); fi; done
-            if [ "${#left[@]}" -eq 0 ] || [ "$(now_ms)" -ge "$deadline" ]; then break; fi
+            if [ "${#left[@]}" -eq 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
             sleep 0.05
         done
         if [ "${#left[@]}" -gt 0 ]; then kill -KILL "${left[@]}" 2>/dev/null || true; fi
@@ -700,9 +674,9 @@ do_down() {
     # 4. kill the inits: the kernel kills whatever is left in each PID namespace
     if [ "${#INIT[@]}" -gt 0 ]; then
         kill -KILL "${INIT[@]}" 2>/dev/null || true
-        deadline=$(( $(now_ms) + 5000 ))
+        deadline=$((SECONDS + 5))
         for p in "${INIT[@]}"; do
-            while alive "$p" && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.02; done
+            while alive "$p" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.02; done
         done
     fi
     # anything still in a node's network namespace (e.g. init.pid lost)
@@ -742,7 +716,7 @@ do_down() {
         return 1
     fi
     if [ "${1:-}" != quiet ] || [ $(( nodes + mounts + loops + clients )) -gt 0 ]; then
-        log "down: $nodes node(s) stopped, $mounts host mount(s), $loops loop device(s), $clients FUSE client(s) ($(since "$t0"))"
+        log "down: $nodes node(s) stopped, $mounts host mount(s), $loops loop device(s), $clients FUSE client(s) ($(since "$t0")s)"
     fi
 }
 
@@ -768,8 +742,8 @@ await_stopped_services() {
     mapfile -t marks < <(stopped_services)
     [ "${#marks[@]}" -gt 0 ] || return 1
     log "unhealthy because of services stopped on purpose (${marks[*]}); waiting up to ${wait}s for start-service"
-    deadline=$(( $(now_ms) + wait * 1000 ))
-    while [ "$(now_ms)" -lt "$deadline" ]; do
+    deadline=$((SECONDS + wait))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         sleep 1
         if check_health; then return 0; fi
         mapfile -t marks < <(stopped_services)
@@ -831,11 +805,11 @@ do_stop_service() {
         return 0
     fi
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    deadline=$(( $(now_ms) + 5000 ))
+    deadline=$((SECONDS + 5))
     while :; do
         left=()
         for p in "${pids[@]}"; do if alive "$p"; then left+=("$p"); fi; done
-        if [ "${#left[@]}" -eq 0 ] || [ "$(now_ms)" -ge "$deadline" ]; then break; fi
+        if [ "${#left[@]}" -eq 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
         sleep 0.05
     done
     if [ "${#left[@]}" -gt 0 ]; then kill -KILL "${left[@]}" 2>/dev/null || true; fi
@@ -850,7 +824,7 @@ do_start_service() {
     # whatever happens next, the service is no longer held down on purpose
     STOPPED_MARK=$STOPPED_DIR/$n.$s
     trap 'rm -f -- "$STOPPED_MARK"' EXIT
-    t=$(now_ms)
+    t=$(now)
     case $s in
         sshd)
             if [ -z "$(node_pids_named "$n" sshd)" ]; then
@@ -858,25 +832,25 @@ do_start_service() {
                 in_node "$n" "${NODE_ENV[@]}" /usr/sbin/sshd -f /run/sandbox/sshd_config -E /var/log/glusterfs/sshd.log \
                     </dev/null >>"$d/log/sshd.log" 2>&1 9<&- || die "$n: sshd failed to start" "$d/log/sshd.log"
             fi
-            wait_for "$n sshd (ssh $n hostname)" "" "$d/log/sshd.log" ssh_answers "$n"
+            wait_until "$n sshd (ssh $n hostname)" "" "$d/log/sshd.log" ssh_answers "$n"
             ;;
         glusterd)
             if [ -z "$(node_pids_named "$n" glusterd)" ]; then
                 in_node "$n" "${NODE_ENV[@]}" bash -c "$GLUSTERD_START" </dev/null >>"$d/log/glusterd-start.log" 2>&1 9<&- &
                 starter=$!
             fi
-            wait_for "$n glusterd (gluster pool list on $n)" "$starter" "$d/log/glusterd.log" gluster_ok "$n"
+            wait_until "$n glusterd (gluster pool list on $n)" "$starter" "$d/log/glusterd.log" gluster_ok "$n"
             ;;
     esac
-    deadline=$(( $(now_ms) + TIMEOUT * 1000 ))
+    deadline=$((SECONDS + TIMEOUT))
     until all_peers_connected; do
-        if [ "$(now_ms)" -ge "$deadline" ]; then
+        if [ "$SECONDS" -ge "$deadline" ]; then
             die "$n $s started, but not every node sees its 2 peers Connected after ${TIMEOUT}s: $(peer_summary)" \
                 "$d/log/glusterd.log"
         fi
         sleep 0.2
     done
-    log "$n: $s started; every node sees its peers Connected ($(since "$t"))"
+    log "$n: $s started; every node sees its peers Connected ($(since "$t")s)"
 }
 
 do_purge() {

@@ -82,75 +82,10 @@ installed() { k8s_installed "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
 cmd_install() { k8s_install "${COMPONENTS[@]}" "${TOOLS[@]}"; }
 
-# --- process helpers ------------------------------------------------------------------------
+# --- probes (processes: lib.sh) --------------------------------------------------------------
 
-pid_file() { echo "$STATE/$1.pid"; }
-log_file() { echo "$STATE/$1.log"; }
-
-# Pid from the pid file, if that process is alive and runs our binary (guards against pid reuse).
-comp_pid() {
-  local f pid exe
-  f="$(pid_file "$1")"
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
-  [[ "$(basename -- "$exe")" == "$1" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
-  echo "$pid"
-}
-
-stop_comp() {
-  local name=$1 pid
-  if pid="$(comp_pid "$name")"; then
-    stop_pid "$pid" "$name"
-  fi
-  rm -f "$(pid_file "$name")"
-}
-
-
-fail_with_log() {
-  local name=$1
-  shift
-  log "$*"
-  show_log "$(log_file "$name")" 40
-  # A failed `up` leaves nothing running behind it.
-  if ((STARTING)); then
-    local c
-    for c in kube-controller-manager kube-apiserver etcd; do stop_comp "$c"; done
-  fi
-  exit 1
-}
-
-# New session, no stdin, output to its log, without our lock fds (8, 9). $! is the binary's pid
-# (setsid execs directly: a background job of a non-interactive shell is no group leader).
-start_comp() {
-  local name=$1
-  shift
-  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$(log_file "$name")" 2>&1 8>&- 9>&- &
-  echo "$!" >"$(pid_file "$name")"
-  log "$name started, pid $!"
-}
-
-# HTTP status of an URL (000 when unreachable).
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
 apiserver_get() { http_code --cacert "$PKI/ca.crt" -H "@$AUTH_HEADER" "$SERVER$1"; }
-
-# wait_for NAME WHAT CMD...: poll CMD until it succeeds; fail with NAME's log when NAME dies or
-# the timeout passes.
-wait_for() {
-  local name=$1 what=$2 t0
-  shift 2
-  t0="$(now)"
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  until "$@"; do
-    comp_pid "$name" >/dev/null || fail_with_log "$name" "$name exited while waiting for $what"
-    ((SECONDS < deadline)) || fail_with_log "$name" "$name: no $what within ${READY_TIMEOUT}s"
-    sleep 0.3
-  done
-  log "$name: $what after $(since "$t0")s"
-}
 
 etcd_ready() { [[ "$(http_code "$ETCD_URL/readyz")" == 200 ]]; }
 apiserver_ready() { [[ -f "$AUTH_HEADER" && "$(apiserver_get /readyz)" == 200 ]]; }
@@ -286,7 +221,7 @@ cmd_up() {
   gen_pki
 
   STARTING=1
-  start_comp etcd \
+  start_comp etcd "$BIN_DIR/etcd" \
     --name=kube-dev --data-dir="$ETCD_DATA" \
     --listen-client-urls="$ETCD_URL" --advertise-client-urls="$ETCD_URL" \
     --listen-peer-urls="http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
@@ -295,7 +230,7 @@ cmd_up() {
     --snapshot-count=5000 --log-level=warn
   wait_for etcd "/readyz 200" etcd_ready
 
-  start_comp kube-apiserver \
+  start_comp kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="$ETCD_URL" \
     --bind-address="$HOST" --advertise-address="$HOST" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
@@ -324,7 +259,7 @@ cmd_up() {
     --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client >/dev/null ||
     fail_with_log kube-apiserver "cannot bind kube-apiserver-kubelet-client to system:kubelet-api-admin"
 
-  start_comp kube-controller-manager \
+  start_comp kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig="$KCM_KUBECONFIG" \
     --authentication-kubeconfig="$KCM_KUBECONFIG" --authorization-kubeconfig="$KCM_KUBECONFIG" \
     --bind-address="$HOST" --secure-port="$KCM_PORT" \

@@ -1,11 +1,18 @@
-# Shared helpers of the dev stack scripts (kafka.sh, kube.sh, node.sh, prometheus.sh); sourced, not run.
+# Shared helpers of the dev stack scripts (kafka.sh, kube.sh, node.sh, prometheus.sh, gluster.sh); sourced, not run.
 # The sourcing script sets LOG_PREFIX (e.g. "kafka") before sourcing; STOP_TIMEOUT may be preset.
 # shellcheck shell=bash
 
 STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
 
 log() { echo "${LOG_PREFIX:-dev}: $*" >&2; }
-die() { log "$*"; exit 1; }
+# die MESSAGE [LOG...]: say what failed, show the last lines of each LOG, exit 1.
+die() {
+  log "$1"
+  shift
+  local file
+  for file in "$@"; do show_log "$file" 15; done
+  exit 1
+}
 now() { echo "${EPOCHREALTIME/,/.}"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -33,6 +40,77 @@ show_log() {
     log "last lines of $file:"
     tail -n "$lines" "$file" >&2
   fi
+}
+
+# --- components: processes with a pid file and a log in $STATE ---------------------------------
+# For kube.sh and node.sh: the sourcing script sets STATE (its state dir) and READY_TIMEOUT, sets
+# STARTING=1 while `up` runs, and defines cmd_down (what a failed `up` undoes).
+
+pid_file() { echo "$STATE/$1.pid"; }
+log_file() { echo "$STATE/$1.log"; }
+
+# Pid from the pid file, if that process is alive and runs our binary with our state (pid reuse).
+comp_pid() {
+  local f pid exe
+  f="$(pid_file "$1")"
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
+  [[ "$(basename -- "$exe")" == "$1" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
+  echo "$pid"
+}
+
+stop_comp() {
+  local name=$1 pid
+  if pid="$(comp_pid "$name")"; then
+    stop_pid "$pid" "$name"
+  fi
+  rm -f "$(pid_file "$name")"
+}
+
+fail_with_log() {
+  local name=$1
+  shift
+  log "$*"
+  show_log "$(log_file "$name")" 40
+  # A failed `up` leaves nothing behind it: the sourcing script's cmd_down undoes it.
+  if ((STARTING)); then
+    STARTING=0
+    cmd_down || true
+  fi
+  exit 1
+}
+
+# New session, no stdin, output to its log, without our lock fds. $! is the binary's pid once setsid
+# has exec'd it: wait for that (up to 5 s), or comp_pid would take it for another process.
+start_comp() {
+  local name=$1 bin=$2 pid i
+  shift 2
+  setsid "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 8>&- 9>&- &
+  pid=$!
+  echo "$pid" >"$(pid_file "$name")"
+  for ((i = 0; i < 50; i++)); do
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin")" ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$name started, pid $pid"
+}
+
+wait_for() {
+  local name=$1 what=$2 t0
+  shift 2
+  t0="$(now)"
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until "$@"; do
+    comp_pid "$name" >/dev/null || fail_with_log "$name" "$name exited while waiting for $what"
+    ((SECONDS < deadline)) || fail_with_log "$name" "$name: no $what within ${READY_TIMEOUT}s"
+    sleep 0.3
+  done
+  log "$name: $what after $(since "$t0")s"
 }
 
 # --- Kubernetes binaries (kube.sh, node.sh) -------------------------------------------------

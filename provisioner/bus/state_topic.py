@@ -33,7 +33,6 @@ class StateTopicReader:
         self._state = state
         self.ledger = ledger if ledger is not None else Ledger()
         self._consumer: AIOKafkaConsumer | None = None
-        self.records_read = 0
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -73,7 +72,6 @@ class StateTopicReader:
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
         except KafkaError as e:
             raise TemporaryError(f"reading state topic: {e}") from e
-        self.records_read += applied
         return applied
 
     def _apply(self, key: bytes | None, value: bytes | None) -> int:

@@ -200,17 +200,14 @@ async def test_expand_a_replica_three_volume_by_a_set(stack: Stack, loaded: Daem
         assert exists.exit_status != 0, f"{mount} left on {brick.host}"
 
 
-async def test_node_add_disable_enable_on_the_real_pool(stack: Stack, loaded: Daemon) -> None:
+async def test_node_add_disable_enable_on_the_real_pool(stack: Stack, loaded: Daemon, tmp_path: Path) -> None:
     """A cluster of two nodes cannot hold replica 3; adding the third (peer probe) makes it fit."""
     cluster = f"grow-{uuid.uuid4().hex[:6]}"
     document = json.loads(TOPOLOGY.read_text())["clusters"][0]
     document = {"clusters": [{"id": cluster, "nodes": document["nodes"][:2]}]}
-    path = TOPOLOGY.parent.parent.parent / ".dev" / f"{cluster}.json"
+    path = tmp_path / f"{cluster}.json"
     path.write_text(json.dumps(document))
-    try:
-        assert stack.cli("topology", "load", str(path), "--wait").returncode == 0
-    finally:
-        path.unlink()
+    assert stack.cli("topology", "load", str(path), "--wait").returncode == 0
     name = f"n3_{uuid.uuid4().hex[:8]}"
     provision = ("request", "provision", "--cluster", cluster, "--size", "1GiB", "--name", name, "--wait")
     refused = stack.cli(*provision)

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
-from tests.kube import DEV_STATE, REPO, api_client, ensure_kube
+from devstack.kube import DEV_STATE, REPO, api_client, ensure_kube
 
 pytestmark = pytest.mark.integration
 
