@@ -15,17 +15,18 @@ from provisioner.errors import ProvisionerError
 
 
 class CsiError(ProvisionerError):
-    """A CSI call failed; ``code`` is the gRPC status it answers with."""
+    """A CSI call failed; ``code`` is the gRPC status it answers with, and its name the ``reason``."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason = "CsiInternal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason=self.code.name)
 
 
 class InvalidArgument(CsiError):
     """A request field is missing or malformed; ``field`` names it (CSI's field name)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "InvalidArgument"
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -36,21 +37,18 @@ class NotFound(CsiError):
     """The volume is not at the path given (NodeGetVolumeStats, NodeExpandVolume, health)."""
 
     code = grpc.StatusCode.NOT_FOUND
-    reason = "NotFound"
 
 
 class AlreadyExists(CsiError):
     """The path already holds a different volume, or the same one published incompatibly."""
 
     code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "AlreadyExists"
 
 
 class FailedPrecondition(CsiError):
     """The node is not in the state the call needs (a stale mount, a second single-writer publish)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FailedPrecondition"
 
 
 class MountFailed(CsiError):
@@ -60,18 +58,15 @@ class MountFailed(CsiError):
     table uses for a failed operation on the node.
     """
 
-    reason = "MountFailed"
-
     def __init__(self, message: str, *, failure_reason: str, server: str | None) -> None:
         super().__init__(message)
         self.failure_reason = failure_reason
+        self.reason = failure_reason
         self.server = server
 
 
 class CommandError(CsiError):
     """A mount/umount command (other than the FUSE mount itself) exited non-zero or timed out."""
-
-    reason = "CommandFailed"
 
     def __init__(self, argv: tuple[str, ...], detail: str) -> None:
         super().__init__(f"`{' '.join(argv)}` failed: {detail}")

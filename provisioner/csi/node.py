@@ -57,6 +57,11 @@ from provisioner.csi.validation import Capability
 log = logging.getLogger(__name__)
 RPC = csi_pb2.NodeServiceCapability.RPC
 LOG_TAIL = 16 * 1024
+STALE_MOUNT = "StaleMount"
+MOUNT_HUNG = "MountHung"
+NOT_MOUNTED = "NotMounted"
+HEALTH_REASONS = (STALE_MOUNT, MOUNT_HUNG, NOT_MOUNTED)
+"""The ``reason`` of NodeGetVolumeHealth entries (all INACCESSIBLE)."""
 MAX_STACKED = 8  # stale mounts lazily unmounted at one path before giving up
 
 
@@ -358,14 +363,14 @@ class NodeService:
         if state is PathState.STALE:
             return Entry(
                 status=csi_pb2.INACCESSIBLE,
-                reason="StaleMount",
+                reason=STALE_MOUNT,
                 message=f"{path}: Transport endpoint is not connected (the glusterfs client died)",
             )
         if state is PathState.UNREADABLE:
-            return Entry(status=csi_pb2.INACCESSIBLE, reason="MountHung", message=f"{path} does not answer stat")
+            return Entry(status=csi_pb2.INACCESSIBLE, reason=MOUNT_HUNG, message=f"{path} does not answer stat")
         entry = self._mounter.table().at(path)
         if entry is None or entry.gluster_volume != record.volume:
-            return Entry(status=csi_pb2.INACCESSIBLE, reason="NotMounted", message=f"{record.volume} is not at {path}")
+            return Entry(status=csi_pb2.INACCESSIBLE, reason=NOT_MOUNTED, message=f"{record.volume} is not at {path}")
         return None
 
     async def stale_volumes(self) -> list[StagedVolume]:
