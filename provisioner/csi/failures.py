@@ -39,7 +39,9 @@ _FETCH_FAILED = re.compile(r"failed to (?:fetch|get) (?:the )?'?volume file'?", 
 _FROM_SERVER = re.compile(r"from server (?P<host>[A-Za-z0-9.-]+)")
 _AUTH = re.compile(r"AUTH_FAILED|Authentication failed|not authorized|SSL (?:connect|accept) error", re.IGNORECASE)
 _NO_BRICKS = re.compile(r"failed to get the port number for remote subvolume|All subvolumes are down", re.I)
-_BRICK_HOST = re.compile(r"(?:remote-host|remote_host)[=: ]+(?P<host>[A-Za-z0-9.-]+)")
+_CLIENT = re.compile(r" 0-(?P<client>[A-Za-z0-9_-]+-client-\d+): ")
+_GRAPH_VOLUME = re.compile(r"^\s*\d+: volume (?P<client>[A-Za-z0-9_-]+-client-\d+)\s*$")
+_GRAPH_HOST = re.compile(r"^\s*\d+:\s+option remote-host (?P<host>[A-Za-z0-9.-]+)\s*$")
 _SEVERE = re.compile(r"\] [EC] \[")
 
 
@@ -53,10 +55,11 @@ class Failure:
         who = f"storage server {self.server}" if self.server else "the storage servers"
         return {
             "ServerUnreachable": f"{who} refused or did not answer the volfile request",
-            "VolumeNotFound": f"{who} answered that the volume does not exist or is not started",
+            "VolumeNotFound": f"{who} answered that it has no such volume",
             "AuthRejected": f"{who} refused this client (auth.allow/auth.reject or TLS)",
-            "BricksUnreachable": f"no brick of the volume could be reached (last tried: {who})",
-            "Timeout": "the glusterfs mount did not finish in time",
+            "BricksUnreachable": f"no brick answered (first refused by {who}): the volume is stopped or its "
+            "brick processes are down",
+            "Timeout": f"the glusterfs mount did not finish in time (last tried: {who})",
             "HelperMissing": "mount.glusterfs is not installed on the node",
             "FuseUnavailable": "/dev/fuse is not available on the node",
         }.get(self.reason, "the glusterfs client failed")
@@ -65,29 +68,57 @@ class Failure:
 def classify(
     *, output: str, log: str, servers: Sequence[str], timed_out: bool = False, exit_status: int = 1
 ) -> Failure:
-    """The failure of one FUSE mount attempt from the mount command's output and the client log."""
+    """The failure of one FUSE mount attempt from the mount command's output and the client log.
+
+    The checks run from the most specific cause to the least: a client that got the volfile from a
+    backup server after the first one refused, and then found no brick, failed because of the bricks.
+    """
     text = f"{log}\n{output}"
     if timed_out:
         return Failure("Timeout", _last_tried(log, servers), _excerpt(log or output))
-    if "unknown filesystem type" in output or (
-        exit_status in (32, 1) and "mount.glusterfs" in output and _missing(output)
-    ):
+    if "unknown filesystem type" in output or (exit_status != 0 and "mount.glusterfs" in output and _missing(output)):
         return Failure("HelperMissing", None, _excerpt(output))
     if "fuse: device not found" in text or ("/dev/fuse" in text and "No such file" in text):
         return Failure("FuseUnavailable", None, _excerpt(text))
+    bricks = _brick_hosts(log)
     if _AUTH.search(log):
-        return Failure("AuthRejected", _host_near(log, _AUTH) or _last_tried(log, servers), _excerpt_of(log, _AUTH))
+        server = _brick_of(log, _AUTH, bricks) or _last_tried(log, servers)
+        return Failure("AuthRejected", server, _excerpt_of(log, _AUTH, first=True))
     if _FETCH_FAILED.search(log):
-        host = _host_near(log, _FETCH_FAILED, pattern=_FROM_SERVER) or _answering(log, servers)
-        return Failure("VolumeNotFound", host, _excerpt_of(log, _FETCH_FAILED))
+        server = _host_near(log, _FETCH_FAILED, _FROM_SERVER) or _last_tried(log, servers)
+        return Failure("VolumeNotFound", server, _excerpt_of(log, _FETCH_FAILED))
+    if _NO_BRICKS.search(log):
+        detail = _excerpt_of(log, _NO_BRICKS, first=True)
+        return Failure("BricksUnreachable", _brick_of(log, _NO_BRICKS, bricks), detail)
     refused = _refusing(log)
     if refused or "Exhausted all volfile servers" in log:
         return Failure("ServerUnreachable", refused[0] if refused else None, _excerpt_of(log, _DISCONNECTED))
-    if _NO_BRICKS.search(log):
-        return Failure(
-            "BricksUnreachable", _host_near(log, _NO_BRICKS, pattern=_BRICK_HOST), _excerpt_of(log, _NO_BRICKS)
-        )
     return Failure("Other", None, _excerpt(_severe_lines(log) or output or log))
+
+
+def _brick_hosts(log: str) -> dict[str, str]:
+    """Client translator name -> brick host, from the "Final graph" the client logs at INFO."""
+    hosts: dict[str, str] = {}
+    current: str | None = None
+    for line in log.splitlines():
+        volume = _GRAPH_VOLUME.match(line)
+        if volume:
+            current = volume.group("client")
+            continue
+        host = _GRAPH_HOST.match(line)
+        if host and current is not None:
+            hosts.setdefault(current, host.group("host"))
+    return hosts
+
+
+def _brick_of(log: str, marker: re.Pattern[str], bricks: dict[str, str]) -> str | None:
+    """The brick host of the first client translator whose log line matches ``marker``."""
+    for line in log.splitlines():
+        if marker.search(line):
+            client = _CLIENT.search(line)
+            if client and client.group("client") in bricks:
+                return bricks[client.group("client")]
+    return None
 
 
 def _missing(output: str) -> bool:
@@ -106,16 +137,12 @@ def _refusing(log: str) -> list[str]:
 
 
 def _last_tried(log: str, servers: Sequence[str]) -> str | None:
+    """The volfile server the client asked last: the first one, if it never moved on."""
     tried = [m.group("host") for m in _NEXT_SERVER.finditer(log)]
     return tried[-1] if tried else (servers[0] if servers else None)
 
 
-def _answering(log: str, servers: Sequence[str]) -> str | None:
-    """The server that answered: the last one tried (the first, if the client never moved on)."""
-    return _last_tried(log, servers)
-
-
-def _host_near(log: str, marker: re.Pattern[str], *, pattern: re.Pattern[str] = _BRICK_HOST) -> str | None:
+def _host_near(log: str, marker: re.Pattern[str], pattern: re.Pattern[str]) -> str | None:
     for line in log.splitlines():
         if marker.search(line):
             m = pattern.search(line)
@@ -128,9 +155,10 @@ def _severe_lines(log: str) -> str:
     return "\n".join(line for line in log.splitlines() if _SEVERE.search(line))
 
 
-def _excerpt_of(log: str, marker: re.Pattern[str]) -> str:
+def _excerpt_of(log: str, marker: re.Pattern[str], *, first: bool = False) -> str:
+    """The first or last log line matching ``marker`` (the one that says most about this cause)."""
     lines = [line for line in log.splitlines() if marker.search(line)]
-    return _excerpt(lines[-1] if lines else log)
+    return _excerpt(lines[0 if first else -1] if lines else log)
 
 
 def _excerpt(text: str) -> str:

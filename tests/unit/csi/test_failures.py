@@ -17,6 +17,12 @@ FAILED = "Mounting glusterfs on /mnt failed.\n"
     [
         ("refused-single.log", ("127.0.0.1",), "ServerUnreachable", "127.0.0.1"),
         ("refused-with-backups.log", ("127.0.0.1", "127.0.0.2", "127.0.0.3"), "ServerUnreachable", "127.0.0.1"),
+        # a real glusterd that has no such volume
+        ("volume-not-found.log", ("10.77.0.11", "10.77.0.12", "10.77.0.13"), "VolumeNotFound", "10.77.0.11"),
+        # a stopped volume: the volfile comes, no brick answers; the first failing brick's host is named
+        ("volume-stopped.log", ("10.77.0.11", "10.77.0.12", "10.77.0.13"), "BricksUnreachable", "10.77.0.11"),
+        # auth.allow excludes the client (mount.glusterfs exits 0 here: only the mount table tells)
+        ("auth-rejected.log", ("10.77.0.11", "10.77.0.12", "10.77.0.13"), "AuthRejected", "10.77.0.11"),
     ],
 )
 def test_captured_logs(log: str, servers: tuple[str, ...], reason: str, server: str | None) -> None:
@@ -24,6 +30,15 @@ def test_captured_logs(log: str, servers: tuple[str, ...], reason: str, server: 
     assert (failure.reason, failure.server) == (reason, server)
     assert failure.reason in REASONS
     assert len(failure.detail) <= MAX_DETAIL
+
+
+def test_details_come_from_the_log() -> None:
+    stopped = classify(output=FAILED, log=(LOGS / "volume-stopped.log").read_text(), servers=("10.77.0.11",))
+    assert stopped.detail.startswith("0-csicap_1ab67390-client-0: failed to get the port number for remote subvolume")
+    missing = classify(output=FAILED, log=(LOGS / "volume-not-found.log").read_text(), servers=("10.77.0.11",))
+    assert missing.detail == "0-mgmt: failed to fetch volume file (key:/csi_no_such_volume)"
+    auth = classify(output="", log=(LOGS / "auth-rejected.log").read_text(), servers=("10.77.0.11",), exit_status=0)
+    assert "SETVOLUME on remote-host failed [{remote-error=Authentication failed}" in auth.detail
 
 
 def test_timeout_names_the_last_server_tried() -> None:
