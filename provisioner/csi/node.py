@@ -28,6 +28,7 @@ different volumes run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -212,11 +213,9 @@ class NodeService:
             except AlreadyExists as e:
                 raise FailedPrecondition(f"staging_target_path: {e}") from e
             state = await self._clear_stale(target, operation)
-            if state is PathState.MISSING:
-                self._make_directory("target_path", target)
-            elif state is PathState.NOT_DIRECTORY:
+            if state is PathState.NOT_DIRECTORY:
                 raise InvalidArgument("target_path", f"{target} exists and is not a directory")
-            elif state is PathState.UNREADABLE:
+            if state is PathState.UNREADABLE:
                 raise FailedPrecondition(f"{target} cannot be read (a hung mount?); unpublish it first")
             table = self._mounter.table()
             existing = table.at(target)
@@ -237,11 +236,22 @@ class NodeService:
                     raise FailedPrecondition(
                         f"volume {volume_id} is SINGLE_NODE_SINGLE_WRITER and already published at {others[0]}"
                     )
-            await self._bind(staging, target, read_only=read_only, operation=operation, pod=pod)
+            # Every check passed: only now does the target directory appear, and it goes again
+            # if the bind fails, so a refused or failed publish leaves nothing behind.
+            created = state is PathState.MISSING
+            if created:
+                self._make_directory("target_path", target)
+            try:
+                await self._bind(staging, target, read_only=read_only, operation=operation)
+            except BaseException:
+                if created and self._mounter.table().at(target) is None:
+                    with contextlib.suppress(OSError):
+                        self._mounter.remove_directory(target)
+                raise
         log.info("published %s at %s%s", volume_id, target, " read-only" if read_only else "")
         return csi_pb2.NodePublishVolumeResponse()
 
-    async def _bind(self, staging: Path, target: Path, *, read_only: bool, operation: str, pod: PodRef | None) -> None:
+    async def _bind(self, staging: Path, target: Path, *, read_only: bool, operation: str) -> None:
         await self._command(options.bind_mount(staging, target), operation, "bind")
         if read_only:
             try:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from provisioner.csi import errors
+from provisioner.csi.mounter import CommandOutput
 from provisioner.csi.node import NodeService
 from provisioner.csi.proto import csi_pb2
 from provisioner.csi.state import StateStore
@@ -266,14 +267,31 @@ async def test_publish_again_with_the_other_readonly_is_already_exists(node: Nod
         await node.publish(req.publish(readonly=False))
 
 
-async def test_single_writer_refuses_a_second_target(node: NodeService) -> None:
+async def test_single_writer_refuses_a_second_target(node: NodeService, mounter: FakeMounter) -> None:
     single = req.capability(Mode.SINGLE_NODE_SINGLE_WRITER)
     await node.stage(req.stage(volume_capability=single))
     await node.publish(req.publish(volume_capability=single))
     with pytest.raises(errors.FailedPrecondition, match="SINGLE_NODE_SINGLE_WRITER"):
         await node.publish(req.publish(volume_capability=single, target_path=str(TARGET2)))
+    assert TARGET2 not in mounter.directories, "a refused publish leaves no directory behind"
     # a multi-writer volume may go to both
     await node.publish(req.publish(target_path=str(TARGET2)))
+
+
+async def test_a_failed_bind_removes_the_target_directory_it_made(node: NodeService, mounter: FakeMounter) -> None:
+    await node.stage(req.stage())
+    original = mounter.run
+
+    async def failing_bind(argv: tuple[str, ...], *, timeout: float) -> CommandOutput:
+        if argv[:3] == ("mount", "-n", "--bind"):
+            return CommandOutput(32, "mount: permission denied")
+        return await original(argv, timeout=timeout)
+
+    mounter.run = failing_bind  # type: ignore[method-assign]
+    with pytest.raises(errors.CommandError, match="permission denied"):
+        await node.publish(req.publish())
+    assert TARGET not in mounter.directories
+    assert mounter.mounts_at(TARGET) == []
 
 
 async def test_unpublish_and_unstage_are_idempotent(node: NodeService, mounter: FakeMounter, state: StateStore) -> None:
