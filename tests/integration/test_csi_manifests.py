@@ -137,7 +137,7 @@ def test_the_daemonset_configures_a_driver_kubelet_can_reach(monkeypatch: pytest
 
     def mounted(path: Path) -> dict[str, Any]:
         [mount] = [m for p, m in mounts.items() if path == Path(p) or path.is_relative_to(p)]
-        return mount
+        return dict(mount)
 
     for path in (settings.socket_path.parent, settings.registration_path.parent, settings.state_path):
         assert "mountPropagation" not in mounted(path), path
