@@ -181,16 +181,16 @@ class NodeService:
         return mounted
 
     def _remember(self, volume_id: str, source: VolumeSource, staging: Path, capability: Capability) -> None:
-        self._state.put(
-            StagedVolume(
-                volume_id=volume_id,
-                volume=source.volume,
-                servers=source.servers,
-                staging_path=str(staging),
-                read_only=capability.read_only,
-                options=capability.options.options,
-            )
+        record = StagedVolume(
+            volume_id=volume_id,
+            volume=source.volume,
+            servers=source.servers,
+            staging_path=str(staging),
+            read_only=capability.read_only,
+            options=capability.options.options,
         )
+        if self._state.get(volume_id) != record:  # every publish passes here: write only what changed
+            self._state.put(record)
 
     # ---------------------------------------------------------------- publish / unpublish
 
