@@ -37,6 +37,11 @@ from provisioner.csi.proto import csi_pb2, csi_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 DEV_STATE = Path(os.environ.get("DEV_STATE", REPO / ".dev"))
 BRICK_ROOT = "/srv/csi"
+SSH_FAILED = 255  # ssh's own exit status when it could not connect or authenticate
+
+
+class SshUnreachable(RuntimeError):
+    """ssh could not reach the node (its sshd is down, for instance)."""
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -108,28 +113,43 @@ class GlusterNodes:
         )
         async with asyncio.timeout(timeout):
             out, err = await process.communicate()
+        if process.returncode == SSH_FAILED:
+            raise SshUnreachable(f"ssh to {ip} failed: {err.decode().strip()}")
         if check and process.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} on {ip} exited {process.returncode}: {err.decode()}{out.decode()}")
         return out.decode()
 
     async def gluster(self, *argv: str, check: bool = True) -> str:
-        return await self.run(self.ips[0], "gluster", "--mode=script", *argv, check=check)
+        """The gluster CLI on the first node whose sshd answers (other tests take nodes down at times)."""
+        for ip in self.ips[:-1]:
+            try:
+                return await self.run(ip, "gluster", "--mode=script", *argv, check=check)
+            except SshUnreachable:
+                continue
+        return await self.run(self.ips[-1], "gluster", "--mode=script", *argv, check=check)
 
     async def create_volume(self, name: str | None = None) -> GlusterVolume:
         volume = GlusterVolume(
             name=name or f"csi_{uuid.uuid4().hex[:10]}", volume_id=uuid.uuid4().hex, servers=tuple(self.ips)
         )
-        await asyncio.gather(*(self.run(ip, "mkdir", "-p", volume.brick) for ip in self.ips))
-        bricks = [f"{ip}:{volume.brick}" for ip in self.ips]
-        await self.gluster("volume", "create", volume.name, "replica", str(len(self.ips)), *bricks, "force")
-        await self.gluster("volume", "set", volume.name, "user.provisioner.id", volume.volume_id)
-        await self.gluster("volume", "start", volume.name)
+        try:
+            await asyncio.gather(*(self.run(ip, "mkdir", "-p", volume.brick) for ip in self.ips))
+            bricks = [f"{ip}:{volume.brick}" for ip in self.ips]
+            await self.gluster("volume", "create", volume.name, "replica", str(len(self.ips)), *bricks, "force")
+            await self.gluster("volume", "set", volume.name, "user.provisioner.id", volume.volume_id)
+            await self.gluster("volume", "start", volume.name)
+        except BaseException:
+            await self.delete_volume(volume, check=False)  # half-made: leave no brick directory behind
+            raise
         return volume
 
-    async def delete_volume(self, volume: GlusterVolume) -> None:
+    async def delete_volume(self, volume: GlusterVolume, *, check: bool = True) -> None:
         await self.gluster("volume", "stop", volume.name, "force", check=False)
         await self.gluster("volume", "delete", volume.name, check=False)
-        await asyncio.gather(*(self.run(ip, "rm", "-rf", f"{BRICK_ROOT}/{volume.name}") for ip in self.ips))
+        await asyncio.gather(
+            *(self.run(ip, "rm", "-rf", f"{BRICK_ROOT}/{volume.name}", check=check) for ip in self.ips),
+            return_exceptions=not check,
+        )
 
     async def read_brick_file(self, volume: GlusterVolume, relative: str) -> list[str]:
         """The file as each node's brick holds it (replica 3: all three)."""
