@@ -11,15 +11,13 @@
 * A mount whose glusterfs client died answers ``stat`` with ENOTCONN ("Transport endpoint is not
   connected"). NodeStage and NodePublish find that on the staging and the target path, lazily
   unmount the dead mount and mount again -- a new pod of a volume whose client died gets a working
-  mount without anybody unstaging it first. NodeGetVolumeHealth reports it (INACCESSIBLE,
-  ``StaleMount``); NodeGetVolumeStats answers FAILED_PRECONDITION saying so.
-* NodeExpandVolume has nothing to do (a gluster volume grows online on the servers) and answers
-  with the size the mount shows.
+  mount without anybody unstaging it first.
+* The read-only calls (stats, expand, health) are ``provisioner.csi.inspection``'s; this class
+  hands them on.
 
 Validation comes first and touches nothing: a missing field or a relative, unnormalised or foreign
-path is INVALID_ARGUMENT naming the field. The read-only calls (stats, expand) answer NOT_FOUND for
-a path or id that cannot hold one of our volumes, as the spec's error table for them says ("volume
-does not exist at the specified path") and csi-sanity checks.
+path is INVALID_ARGUMENT naming the field. A refused or failed publish leaves no directory behind,
+a failed stage no mount.
 
 Calls on one volume are serialised (kubelet may publish a volume to two pods at once); calls on
 different volumes run concurrently.
@@ -44,11 +42,11 @@ from provisioner.csi.errors import (
     FailedPrecondition,
     InvalidArgument,
     MountFailed,
-    NotFound,
 )
 from provisioner.csi.events import MountEvents, PodRef
 from provisioner.csi.failures import classify
-from provisioner.csi.mounter import Mounter, PathState, Usage
+from provisioner.csi.inspection import Inspector
+from provisioner.csi.mounter import Mounter, PathState
 from provisioner.csi.mountinfo import MountEntry
 from provisioner.csi.paths import checked_path
 from provisioner.csi.proto import csi_pb2
@@ -58,11 +56,6 @@ from provisioner.csi.validation import Capability
 log = logging.getLogger(__name__)
 RPC = csi_pb2.NodeServiceCapability.RPC
 LOG_TAIL = 16 * 1024
-STALE_MOUNT = "StaleMount"
-MOUNT_HUNG = "MountHung"
-NOT_MOUNTED = "NotMounted"
-HEALTH_REASONS = (STALE_MOUNT, MOUNT_HUNG, NOT_MOUNTED)
-"""The ``reason`` of NodeGetVolumeHealth entries (all INACCESSIBLE)."""
 MAX_STACKED = 8  # stale mounts lazily unmounted at one path before giving up
 
 
@@ -85,6 +78,7 @@ class NodeService:
         self._state = state
         self._events = events
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._inspector = Inspector(node_id=config.node_id, path_roots=config.path_roots, mounter=mounter, state=state)
 
     def set_zone(self, zone: str) -> None:
         self._config = dataclasses.replace(self._config, zone=zone)
@@ -161,6 +155,9 @@ class NodeService:
             result = await self._mounter.run(argv, timeout=self._config.mount_timeout)
         mounted = self._mounter.table().at(staging)
         if not result.ok or mounted is None or not mounted.is_gluster:
+            if mounted is not None and mounted.is_gluster:
+                # It mounted after all (the command timed out after the mount): not half a success.
+                await self._command(options.unmount(staging, lazy=True), operation, "unmount")
             failure = classify(
                 output=result.output,
                 log=self._mounter.read_tail(log_file, LOG_TAIL),
@@ -285,107 +282,19 @@ class NodeService:
                     raise FailedPrecondition(f"cannot remove {target}: {e.strerror or e}") from e
         return csi_pb2.NodeUnpublishVolumeResponse()
 
-    # ---------------------------------------------------------------- stats / expand / health
+    # ---------------------------------------------------------------- the read-only calls
 
     async def stats(self, request: csi_pb2.NodeGetVolumeStatsRequest) -> csi_pb2.NodeGetVolumeStatsResponse:
-        path = await self._mounted_path("NodeGetVolumeStats", request.volume_id, request.volume_path)
-        with metrics.timed("NodeGetVolumeStats", "statfs"):
-            usage = await self._usage(path)
-        Unit = csi_pb2.VolumeUsage.Unit
-        return csi_pb2.NodeGetVolumeStatsResponse(
-            usage=[
-                csi_pb2.VolumeUsage(
-                    unit=Unit.BYTES,
-                    total=usage.total_bytes,
-                    available=usage.available_bytes,
-                    used=usage.used_bytes,
-                ),
-                csi_pb2.VolumeUsage(
-                    unit=Unit.INODES,
-                    total=usage.total_inodes,
-                    available=usage.available_inodes,
-                    used=usage.used_inodes,
-                ),
-            ]
-        )
+        return await self._inspector.stats(request)
 
     async def expand(self, request: csi_pb2.NodeExpandVolumeRequest) -> csi_pb2.NodeExpandVolumeResponse:
-        if request.HasField("volume_capability"):
-            validation.capability(request.volume_capability, present=True)
-        path = await self._mounted_path("NodeExpandVolume", request.volume_id, request.volume_path)
-        with metrics.timed("NodeExpandVolume", "statfs"):
-            usage = await self._usage(path)
-        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=usage.total_bytes)
-
-    async def _mounted_path(self, operation: str, volume_id: str, volume_path: str) -> Path:
-        """``volume_path`` when it is a live mount of ``volume_id``; NOT_FOUND when it cannot be one."""
-        if not volume_id:
-            raise InvalidArgument("volume_id", "required")
-        if not volume_path:
-            raise InvalidArgument("volume_path", "required")
-        try:
-            path = self._path("volume_path", volume_path)
-        except InvalidArgument as e:
-            raise NotFound(f"volume {volume_id[:80]} is not at {volume_path[:200]!r}: {e}") from None
-        record = self._state.get(volume_id) if attributes.valid_volume_id(volume_id) else None
-        if record is None:
-            raise NotFound(f"volume {volume_id[:80]} is not staged on node {self._config.node_id}")
-        state = await self._mounter.probe(path)
-        if state is PathState.STALE:
-            raise FailedPrecondition(
-                f"the mount at {path} is stale (Transport endpoint is not connected): the glusterfs client died; "
-                "the next NodeStage/NodePublish of the volume mounts it again"
-            )
-        if state is PathState.UNREADABLE:
-            raise FailedPrecondition(f"the mount at {path} does not answer stat: the storage servers may be down")
-        entry = self._mounter.table().at(path)
-        if state is not PathState.DIRECTORY or entry is None or entry.gluster_volume != record.volume:
-            raise NotFound(f"volume {volume_id} ({record.volume}) is not mounted at {path}")
-        return path
-
-    async def _usage(self, path: Path) -> Usage:
-        try:
-            return await self._mounter.usage(path)
-        except TimeoutError as e:
-            raise FailedPrecondition(f"statfs of {path} did not answer: the storage servers may be down") from e
-        except OSError as e:
-            raise FailedPrecondition(f"statfs of {path} failed: {e.strerror or e}") from e
+        return await self._inspector.expand(request)
 
     async def health(self, request: csi_pb2.NodeGetVolumeHealthRequest) -> csi_pb2.NodeGetVolumeHealthResponse:
-        volume_id = validation.volume_id(request.volume_id)
-        paths: list[Path] = []
-        if request.staging_target_path:
-            paths.append(self._path("staging_target_path", request.staging_target_path))
-        if request.volume_publish_path:
-            paths.append(self._path("volume_publish_path", request.volume_publish_path))
-        record = self._state.get(volume_id)
-        if record is None:
-            raise NotFound(f"volume {volume_id} is not staged on node {self._config.node_id}")
-        if not request.staging_target_path:
-            paths.insert(0, Path(record.staging_path))
-        entries = [await self._health_entry(path, record) for path in paths]
-        health = csi_pb2.VolumeHealth(volume_id=volume_id, health_statuses=[e for e in entries if e is not None])
-        return csi_pb2.NodeGetVolumeHealthResponse(volume_health=health)
-
-    async def _health_entry(self, path: Path, record: StagedVolume) -> csi_pb2.VolumeHealth.VolumeHealthEntry | None:
-        Entry = csi_pb2.VolumeHealth.VolumeHealthEntry
-        state = await self._mounter.probe(path)
-        if state is PathState.STALE:
-            return Entry(
-                status=csi_pb2.INACCESSIBLE,
-                reason=STALE_MOUNT,
-                message=f"{path}: Transport endpoint is not connected (the glusterfs client died)",
-            )
-        if state is PathState.UNREADABLE:
-            return Entry(status=csi_pb2.INACCESSIBLE, reason=MOUNT_HUNG, message=f"{path} does not answer stat")
-        entry = self._mounter.table().at(path)
-        if entry is None or entry.gluster_volume != record.volume:
-            return Entry(status=csi_pb2.INACCESSIBLE, reason=NOT_MOUNTED, message=f"{record.volume} is not at {path}")
-        return None
+        return await self._inspector.health(request)
 
     async def stale_volumes(self) -> list[StagedVolume]:
-        """Staged volumes whose staging mount is stale (for NodeGetStorageHealth)."""
-        return [r for r in self._state.all() if await self._mounter.probe(Path(r.staging_path)) is PathState.STALE]
+        return await self._inspector.stale_volumes()
 
     # ---------------------------------------------------------------- capabilities / info
 

@@ -433,6 +433,22 @@ async def test_mount_timeout_is_a_failure_with_reason_timeout(node: NodeService,
     assert raised.value.failure_reason == "Timeout"
 
 
+async def test_a_mount_that_appears_after_a_timeout_is_undone(node: NodeService, mounter: FakeMounter) -> None:
+    original = mounter.run
+
+    async def slow(argv: tuple[str, ...], *, timeout: float) -> CommandOutput:
+        result = await original(argv, timeout=timeout)
+        if argv[:4] == ("mount", "-n", "-t", "glusterfs"):
+            return CommandOutput(-9, "", timed_out=True)  # killed, but the mount was made
+        return result
+
+    mounter.run = slow  # type: ignore[method-assign]
+    with pytest.raises(errors.MountFailed, match="Timeout"):
+        await node.stage(req.stage())
+    assert mounter.mounts_at(STAGING) == []
+    assert mounter.calls[-1] == ("umount", "-n", "-l", "--", str(STAGING))
+
+
 async def test_capabilities_and_info(node: NodeService) -> None:
     RPC = csi_pb2.NodeServiceCapability.RPC
     kinds = {c.rpc.type for c in node.capabilities().capabilities}
