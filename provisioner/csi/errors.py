@@ -9,6 +9,8 @@ asks and as ``kubectl describe pod`` then shows.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import grpc
 
 from provisioner.errors import ProvisionerError
@@ -17,10 +19,12 @@ from provisioner.errors import ProvisionerError
 class CsiError(ProvisionerError):
     """A CSI call failed; ``code`` is the gRPC status it answers with, and its name the ``reason``."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, reason=self.code.name)
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reason = cls.code.name
 
 
 class InvalidArgument(CsiError):
@@ -61,7 +65,6 @@ class MountFailed(CsiError):
     def __init__(self, message: str, *, failure_reason: str, server: str | None) -> None:
         super().__init__(message)
         self.failure_reason = failure_reason
-        self.reason = failure_reason
         self.server = server
 
 

@@ -250,8 +250,10 @@ async def test_http_endpoints() -> None:
 
 
 def provisioner_sources() -> Iterator[tuple[Path, ast.Module]]:
+    """The daemon's and the watcher's sources; the CSI node plugin answers gRPC codes, not results."""
     for path in sorted((REPO / "provisioner").rglob("*.py")):
-        yield path, ast.parse(path.read_text(), str(path))
+        if "csi" not in path.relative_to(REPO / "provisioner").parts:
+            yield path, ast.parse(path.read_text(), str(path))
 
 
 def call_name(call: ast.Call) -> str:
