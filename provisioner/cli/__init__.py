@@ -22,6 +22,7 @@ from provisioner.bus import client
 from provisioner.cli import render
 from provisioner.cli.parser import build_parser
 from provisioner.cli.requests import events_of
+from provisioner.csi.__main__ import main as csi_main
 from provisioner.errors import ConfigError, ProvisionerError, TemporaryError
 from provisioner.events import asyncapi
 from provisioner.events.schema import schemas
@@ -63,9 +64,15 @@ class SettingsProblem(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "csi":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "schemas":
         return _export_schemas(args.directory)
+    if args.command == "csi":  # the node plugin has settings of its own (PROVISIONER_CSI__*)
+        return csi_main(argv[argv.index("csi") + 1 :], env_file=args.env_file)
     try:
         settings = load_settings(args)
     except SettingsProblem as e:

@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    csi = commands.add_parser(
+        "csi",
+        help="run the CSI node plugin (mounts gluster volumes into pods)",
+        description="The CSI node plugin: see `provisioner csi --help` for its flags (PROVISIONER_CSI__*).",
+        add_help=False,
+    )
+    csi.add_argument("csi_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
     request = commands.add_parser("request", help="publish a volume request").add_subparsers(
         dest="request", required=True, metavar="REQUEST"
     )

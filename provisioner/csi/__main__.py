@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,15 +50,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(argv: list[str] | None = None) -> CsiSettings:
+def settings_from(argv: list[str] | None = None, *, env_file: Path | None = None) -> CsiSettings:
     args = vars(parser().parse_args(argv))
     overrides: dict[str, Any] = {k: v for k, v in args.items() if v is not None}
-    return CsiSettings(**overrides)
+    return CsiSettings(_env_file=env_file, **overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, env_file: Path | None = None) -> int:
+    if env_file is not None and not env_file.is_file():
+        print(f"provisioner csi: --env-file {env_file}: no such file", file=sys.stderr)
+        return 2
     try:
-        settings = settings_from(argv)
+        settings = settings_from(argv, env_file=env_file)
     except ValidationError as e:
         for error in e.errors():
             name = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])

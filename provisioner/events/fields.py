@@ -23,6 +23,9 @@ KUBE_NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 KUBE_UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 PROVISIONER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)?$"
 MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_.,=:/+-]{1,128}$"
+CSI_DRIVER_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"
+CSI_DRIVER = "glusterfs.gluster.org"
+"""The project's CSI driver (``provisioner csi``): what PVs with a csi source name."""
 
 MAX_VOLUME_SIZE = 1024**5  # 1 PiB
 
@@ -81,3 +84,4 @@ KubeNamespace = Annotated[str, Field(pattern=KUBE_NAMESPACE_PATTERN, description
 KubeUid = Annotated[str, Field(pattern=KUBE_UID_PATTERN, description="Kubernetes object uid.")]
 ProvisionerName = Annotated[str, Field(pattern=PROVISIONER_NAME_PATTERN, max_length=253)]
 MountOption = Annotated[str, Field(pattern=MOUNT_OPTION_PATTERN)]
+CsiDriverName = Annotated[str, Field(pattern=CSI_DRIVER_PATTERN, description="A CSI driver name (DNS-style).")]

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from provisioner import domain
 from provisioner.events.fields import (
+    CSI_DRIVER,
     AbsolutePath,
     ClusterIdField,
+    CsiDriverName,
     HexId,
     HostName,
     KubeName,
@@ -123,15 +125,13 @@ class ClaimVolume(Model):
     reclaim_policy: Literal["Delete", "Retain"] = "Delete"
     mount_options: Annotated[list[MountOption], Field(max_length=32)] = []
     source: Literal["glusterfs", "csi"] = Field(
-        "glusterfs", description="PV source: in-tree glusterfs (Kubernetes <= 1.25) or a CSI driver."
+        "csi",
+        description="PV source: the project's CSI driver (any Kubernetes), or the in-tree glusterfs source "
+        "(only kubelets up to Kubernetes 1.25 have it).",
     )
-    csi_driver: ProvisionerName | None = None
-
-    @model_validator(mode="after")
-    def _csi_needs_driver(self) -> ClaimVolume:
-        if self.source == "csi" and self.csi_driver is None:
-            raise ValueError("a csi source needs csi_driver")
-        return self
+    csi_driver: CsiDriverName = Field(
+        CSI_DRIVER, description="The CSI driver of a csi source (the CSIDriver object's name)."
+    )
 
 
 class ClaimObjects(Model):

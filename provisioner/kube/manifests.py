@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from provisioner.csi.attributes import volume_attributes
 from provisioner.events.models import ClaimRef, ClaimVolume
 from provisioner.events.results import VolumeOut
 from provisioner.kube import names
@@ -57,12 +58,7 @@ def persistent_volume(spec: ClaimVolume, volume: VolumeOut) -> Manifest:
         pv_spec["csi"] = {
             "driver": spec.csi_driver,
             "volumeHandle": volume.volume_id,
-            "volumeAttributes": {
-                "cluster": volume.cluster,
-                "volume": volume.name,
-                "mount": volume.mount,
-                "backupServers": ",".join(volume.backup_servers),
-            },
+            "volumeAttributes": volume_attributes(volume.name, servers(volume)),
         }
     else:
         pv_spec["glusterfs"] = {

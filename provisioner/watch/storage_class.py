@@ -9,8 +9,9 @@ a typo must not silently provision a volume of another shape. Every error names 
                     ``disperse:D:R`` or ``none``; Heketi's spelling.
 ``gidmin/gidmax``   The range gids are allocated from (default 2000 to 2147483647).
 ``volumeoptions``   Comma-separated ``key value`` gluster options (allow-listed families only).
-``pvsource``        ``glusterfs`` (in-tree source, Kubernetes <= 1.25; default) or ``csi``.
-``csidriver``       The CSI driver name for ``pvsource: csi``.
+``pvsource``        ``csi`` (the project's CSI driver; default) or ``glusterfs`` (the in-tree
+                    source, which only kubelets up to Kubernetes 1.25 can mount).
+``csidriver``       The CSI driver name for ``pvsource: csi`` (default ``glusterfs.gluster.org``).
 ``zonechecking``    ``strict`` (every brick of a set in another zone) or ``none`` (best effort).
 ``snapfactor``      LVM thin pool size over brick size, 1 to 100 (Heketi's).
 ==================  =========================================================================
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 
 from provisioner.errors import InvalidStorageClass
 from provisioner.events import models
-from provisioner.events.fields import PROVISIONER_NAME_PATTERN
+from provisioner.events.fields import CSI_DRIVER, CSI_DRIVER_PATTERN
 
 GID_MIN = 2000
 GID_MAX = 2**31 - 1
@@ -52,8 +53,8 @@ class ClassParameters:
     gid_min: int = GID_MIN
     gid_max: int = GID_MAX
     options: dict[str, str] = field(default_factory=dict)
-    source: Literal["glusterfs", "csi"] = "glusterfs"
-    csi_driver: str | None = None
+    source: Literal["glusterfs", "csi"] = "csi"
+    csi_driver: str = CSI_DRIVER
     zone_checking: Literal["strict", "none"] = "none"
     snapshot_factor: float = 1.0
 
@@ -73,12 +74,12 @@ def class_parameters(class_name: str, raw: Mapping[str, str] | None) -> ClassPar
     gid_max = _integer(params, "gidmax", GID_MAX, bad)
     if not GID_MIN <= gid_min <= gid_max <= GID_MAX:
         raise bad("gidmin", f"need {GID_MIN} <= gidMin <= gidMax <= {GID_MAX}, got {gid_min}..{gid_max}")
-    source = params.get("pvsource", "glusterfs")
+    source = params.get("pvsource", "csi")
     if source not in ("glusterfs", "csi"):
-        raise bad("pvsource", f"{source!r} is not one of glusterfs, csi")
-    driver = params.get("csidriver")
-    if source == "csi" and not (driver and re.match(PROVISIONER_NAME_PATTERN, driver)):
-        raise bad("csidriver", f"pvSource csi needs a CSI driver name (like org.gluster.glusterfs), got {driver!r}")
+        raise bad("pvsource", f"{source!r} is not one of csi, glusterfs")
+    driver = params.get("csidriver", CSI_DRIVER)
+    if not re.fullmatch(CSI_DRIVER_PATTERN, driver):
+        raise bad("csidriver", f"{driver!r} is not a CSI driver name (DNS-style, like {CSI_DRIVER})")
     zones = params.get("zonechecking", "none")
     if zones not in ("strict", "none"):
         raise bad("zonechecking", f"{zones!r} is not one of strict, none")
@@ -93,7 +94,7 @@ def class_parameters(class_name: str, raw: Mapping[str, str] | None) -> ClassPar
         gid_max=gid_max,
         options=_options(params.get("volumeoptions", ""), bad),
         source="csi" if source == "csi" else "glusterfs",
-        csi_driver=driver if source == "csi" else None,
+        csi_driver=driver,
         zone_checking="strict" if zones == "strict" else "none",
         snapshot_factor=factor,
     )

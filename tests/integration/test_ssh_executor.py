@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Stack
-from provisioner.errors import CommandFailed, CommandTimeout, HostKeyRejected
+from provisioner.errors import CommandFailed, CommandTimeout, HostKeyRejected, NodeUnreachable
 from provisioner.executor.ssh import SshExecutor, SshOptions
 
 pytestmark = pytest.mark.integration
@@ -83,12 +83,16 @@ async def test_timeout_and_failure_are_reported_and_the_connection_survives(stac
         await ssh.close()
 
 
-async def test_reconnects_after_the_connection_breaks(stack: Stack) -> None:
+async def test_a_broken_connection_is_unreachable_once_then_reopened(stack: Stack) -> None:
+    """No retry inside the transport (the request's retry owner decides): the command that meets
+    the dead connection fails as NodeUnreachable, and the next one opens a new connection."""
     ssh = executor(stack)
     try:
         await ssh.run(stack.nodes[2], ("true",), timeout=10)
         for connection in ssh._connections.values():
             connection.abort()  # the node went away under us
+        with pytest.raises(NodeUnreachable):
+            await ssh.run(stack.nodes[2], ("echo", "lost"), timeout=10)
         assert (await ssh.run(stack.nodes[2], ("echo", "back"), timeout=10)).stdout == "back\n"
     finally:
         await ssh.close()

@@ -16,7 +16,12 @@ from tests.unit.kube.samples import (
 
 
 def test_persistent_volume_with_a_glusterfs_source() -> None:
-    spec = claim_volume(access_modes=["ReadWriteMany", "ReadOnlyMany"], reclaim_policy="Retain", mount_options=["ro"])
+    spec = claim_volume(
+        access_modes=["ReadWriteMany", "ReadOnlyMany"],
+        reclaim_policy="Retain",
+        mount_options=["ro"],
+        source="glusterfs",
+    )
     assert manifests.persistent_volume(spec, volume_out()) == {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -39,8 +44,9 @@ def test_persistent_volume_with_a_glusterfs_source() -> None:
     }
 
 
-def test_persistent_volume_with_a_csi_source() -> None:
-    spec = claim_volume(source="csi", csi_driver="org.gluster.glusterfs", mount_options=["log-level=ERROR"])
+def test_persistent_volume_with_the_default_csi_source() -> None:
+    """The attributes are exactly what the node plugin reads (``provisioner.csi.attributes``)."""
+    spec = claim_volume(mount_options=["log-level=ERROR"])
     assert manifests.persistent_volume(spec, volume_out(gid=40000)) == {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -54,14 +60,9 @@ def test_persistent_volume_with_a_csi_source() -> None:
             "claimRef": CLAIM_REFERENCE,
             "mountOptions": ["log-level=ERROR"],
             "csi": {
-                "driver": "org.gluster.glusterfs",
+                "driver": "glusterfs.gluster.org",
                 "volumeHandle": VOLUME_ID,
-                "volumeAttributes": {
-                    "cluster": "dev",
-                    "volume": "vol_a",
-                    "mount": "10.0.0.1:/vol_a",
-                    "backupServers": "10.0.0.2,10.0.0.3",
-                },
+                "volumeAttributes": {"volume": "vol_a", "servers": "10.0.0.1,10.0.0.2,10.0.0.3"},
             },
         },
     }
@@ -78,7 +79,7 @@ def test_persistent_volume_without_gid_or_mount_options() -> None:
         "storageClassName",
         "volumeMode",
         "claimRef",
-        "glusterfs",
+        "csi",
     }
 
 

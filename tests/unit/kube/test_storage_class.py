@@ -16,8 +16,8 @@ def test_class_parameters_defaults() -> None:
         gid_min=GID_MIN,
         gid_max=GID_MAX,
         options={},
-        source="glusterfs",
-        csi_driver=None,
+        source="csi",
+        csi_driver="glusterfs.gluster.org",
         zone_checking="none",
         snapshot_factor=1.0,
     )
@@ -71,8 +71,9 @@ def test_class_parameters_keys_are_case_insensitive() -> None:
     assert params.durability == models.DistributeSpec()
 
 
-def test_csi_driver_is_ignored_for_a_glusterfs_source() -> None:
-    assert class_parameters("gold", {"cluster": "dev", "csidriver": "org.gluster.glusterfs"}).csi_driver is None
+def test_the_in_tree_source_stays_for_old_clusters() -> None:
+    parameters = class_parameters("gold", {"cluster": "dev", "pvSource": "glusterfs"})
+    assert parameters.source == "glusterfs"
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,6 @@ def test_csi_driver_is_ignored_for_a_glusterfs_source() -> None:
         ({"cluster": "dev", "gidMin": "two"}, "gidmin"),
         ({"cluster": "dev", "gidMax": "2147483648"}, "gidmin"),
         ({"cluster": "dev", "pvSource": "nfs"}, "pvsource"),
-        ({"cluster": "dev", "pvSource": "csi"}, "csidriver"),
         ({"cluster": "dev", "pvSource": "csi", "csiDriver": "Not A Driver"}, "csidriver"),
         ({"cluster": "dev", "volumeoptions": "auth.allow *"}, "volumeoptions"),
         ({"cluster": "dev", "volumeoptions": "nfs.disable off"}, "volumeoptions"),
