@@ -32,6 +32,7 @@ from provisioner.settings import KafkaSettings
 REPO = Path(__file__).resolve().parent.parent
 DEV_STATE = Path(os.environ.get("DEV_STATE", REPO / ".dev"))
 STACK = REPO / "deploy" / "dev" / "stack"
+GLUSTER_SH = REPO / "deploy" / "dev" / "gluster.sh"
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -53,6 +54,21 @@ def ensure_stack() -> None:
             f"the local stack is not up and `deploy/dev/stack up` failed (exit {started.returncode}):\n"
             f"{started.stderr[-4000:]}"
         )
+
+
+def gluster_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``deploy/dev/gluster.sh ARGS`` (e.g. ``stop-service node3 glusterd``) on the stack's sandbox."""
+    return subprocess.run(
+        [str(GLUSTER_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "DEV_STATE": str(DEV_STATE)},
+    )
+
+
+def must(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, f"{done.args}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
 
 
 def free_port() -> int:
@@ -128,18 +144,29 @@ class Daemon:
     """``provisioner run`` (or another long-running command, such as ``watch``) as a real child process."""
 
     def __init__(
-        self, stack: Stack, log: Path, *, extra_env: dict[str, str] | None = None, command: str = "run"
+        self,
+        stack: Stack,
+        log: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        command: str = "run",
+        http: str = "PROVISIONER_HTTP__",
+        ready_path: str = "/readyz",
     ) -> None:
+        """``http``: the prefix of the process's HTTP settings (``PROVISIONER_CSI__`` for the node
+        plugin); ``ready_path``: what ``wait_ready`` polls."""
         self.command = command
         self.extra_env = extra_env or {}
         self.port = free_port()
         self.log = log
         self.stack = stack
+        self.http = http
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = self.stack.daemon_env(
-            PROVISIONER_HTTP__PORT=str(self.port), PROVISIONER_HTTP__HOST="127.0.0.1", **self.extra_env
+            **{f"{self.http}PORT": str(self.port), f"{self.http}HOST": "127.0.0.1"}, **self.extra_env
         )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -154,7 +181,7 @@ class Daemon:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.tail()}")
                 try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as response:
+                    async with session.get(f"http://127.0.0.1:{self.port}{self.ready_path}") as response:
                         if response.status == 200:
                             return
                 except aiohttp.ClientError:

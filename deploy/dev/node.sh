@@ -362,6 +362,8 @@ evictionHard:
   nodefs.inodesFree: 1%
   imagefs.available: 1%
 podLogsDir: $POD_LOGS_DIR
+# Volume stats (kubelet_volume_stats_*, from the CSI driver's NodeGetVolumeStats) every 10 s, not 1 min.
+volumeStatsAggPeriod: 10s
 volumePluginDir: $STATE/volume-plugins
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf

@@ -66,7 +66,10 @@ async def run(settings: CsiSettings, *, stop: asyncio.Event | None = None) -> No
 
     csi_server = grpc.aio.server()
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), csi_server)
-    csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(node, lambda: storage_health(node, identity)), csi_server)
+    csi_pb2_grpc.add_NodeServicer_to_server(
+        NodeServicer(node, lambda: storage_health(node, identity), exit_after_stage=settings.exit_after_stage),
+        csi_server,
+    )
     registration_server: grpc.aio.Server | None = None
     runner = None
     try:

@@ -8,7 +8,9 @@ volume id and the paths only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from provisioner.csi.proto import csi_pb2, csi_pb2_grpc, pluginregistration_pb2,
 from provisioner.csi.registration import Registration
 
 log = logging.getLogger(__name__)
+FAULT_EXIT_CODE = 70
 R = TypeVar("R")
 CANNOT_MOUNT = "CannotMount"
 STALE_MOUNTS = "StaleMounts"
@@ -93,16 +96,27 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
 
 class NodeServicer(csi_pb2_grpc.NodeServicer):
     def __init__(
-        self, node: NodeService, storage_health: Callable[[], Awaitable[csi_pb2.NodeGetStorageHealthResponse]]
+        self,
+        node: NodeService,
+        storage_health: Callable[[], Awaitable[csi_pb2.NodeGetStorageHealthResponse]],
+        *,
+        exit_after_stage: bool = False,
     ) -> None:
         self._node = node
         self._storage_health = storage_health
+        self._exit_after_stage = exit_after_stage
 
     async def NodeStageVolume(
         self, request: csi_pb2.NodeStageVolumeRequest, context: Context
     ) -> csi_pb2.NodeStageVolumeResponse:
         subject = _subject(request.volume_id, request.staging_target_path)
-        return await answer("NodeStageVolume", context, lambda: self._node.stage(request), subject=subject)
+        response = await answer("NodeStageVolume", context, lambda: self._node.stage(request), subject=subject)
+        if self._exit_after_stage:
+            # Fault injection (tests only): die between stage and publish, as a killed plugin pod would,
+            # a moment after the answer is on its way to kubelet.
+            log.critical("fault injection: exiting after NodeStageVolume of %s", request.volume_id)
+            asyncio.get_running_loop().call_later(0.2, os._exit, FAULT_EXIT_CODE)
+        return response
 
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, context: Context

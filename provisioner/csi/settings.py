@@ -118,6 +118,9 @@ class CsiSettings(BaseSettings):
     )
     api_timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Seconds per Kubernetes API call.")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="The driver's own log level.")
+    exit_after_stage: bool = Field(
+        False, description="Tests only: exit right after answering a NodeStageVolume (a plugin killed mid-mount)."
+    )
 
     @field_validator("kubelet_root", "registration_socket", "state_dir")
     @classmethod

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,13 +21,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from devstack.stack import REPO, Daemon, Stack, TopicReader, load_topology, produce
+from devstack.stack import Daemon, Stack, TopicReader, gluster_sh, load_topology, must, produce
 from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 
 pytestmark = pytest.mark.integration
 GiB = 1024**3
-GLUSTER_SH = REPO / "deploy" / "dev" / "gluster.sh"
 NODE3 = "10.77.0.13"
 WHY = {"glusterd": "glusterd not answering", "sshd": "unreachable over SSH"}
 
@@ -55,14 +53,6 @@ async def outage(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     finally:
         code = daemon.stop()
         print(f"\n--- node-down daemon exited {code}; last lines ---\n{daemon.tail(40)}")
-
-
-def gluster_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(GLUSTER_SH), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def must(done: subprocess.CompletedProcess[str]) -> None:
-    assert done.returncode == 0, f"{done.args}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
 
 
 async def start_and_wait_healthy(service: str, *, timeout: float = 180) -> None:
