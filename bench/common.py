@@ -8,8 +8,12 @@ differed from it, and the exact command that produced it.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -19,7 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +114,7 @@ def machine() -> dict[str, Any]:
     return {
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git("rev-parse", "HEAD"),
@@ -215,3 +220,66 @@ def histogram_delta(
             row = out.setdefault(key, {"count": 0.0, "seconds": 0.0})
             row[what] += gained
     return {k: v for k, v in out.items() if v["count"] > 0}
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return os.uname().machine
+
+
+# --- the command line of every benchmark ------------------------------------------------------------
+
+
+def counts(text: str) -> list[int]:
+    """``1,10,30`` -> ``[1, 10, 30]`` (sorted, each once)."""
+    return sorted({int(x) for x in text.split(",") if x.strip()})
+
+
+def size(text: str) -> int:
+    """``1GiB``, ``500MiB`` or bytes."""
+    units = {"gib": GiB, "g": GiB, "mib": 1024**2, "m": 1024**2}
+    lowered = text.strip().lower()
+    for suffix, factor in units.items():
+        if lowered.endswith(suffix):
+            return int(float(lowered[: -len(suffix)]) * factor)
+    return int(lowered)
+
+
+def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser, its help taken from the module docstring."""
+    return argparse.ArgumentParser(
+        prog=f"python -m bench.{name}",
+        description=doc.split("\n\n")[0] if doc else None,
+        epilog=doc.split("\n\n", 1)[1] if doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def run_bench(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Report], Coroutine[Any, Any, None]],
+    **facts: Any,
+) -> int:
+    """Run a benchmark and write its report whatever happens: a broken or interrupted run still
+    leaves what it measured (``interrupted: true``). Exit 130 after Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = Report(name)
+    report.data["parameters"] = {**vars(args), **facts}
+    try:
+        asyncio.run(run(args, report))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (which cancels the run)
+        report.data["interrupted"] = True
+        print(f"\ninterrupted after cleaning up (see above); written {report.save().relative_to(REPO)}")
+        return 130
+    except BaseException:
+        report.save()
+        raise
+    written = report.save()
+    if report.targets:
+        print("\n" + report.targets_table())
+    print(f"\nload average {report.data['load_before']} -> {loadavg()}; written {written.relative_to(REPO)}")
+    return 0

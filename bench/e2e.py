@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -49,7 +48,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import generate_latest
 
-from bench.common import REPO, RESULTS, GiB, Report, histogram_delta, loadavg, parse_metrics, summary, table
+from bench import common
+from bench.common import (
+    REPO,
+    RESULTS,
+    GiB,
+    Report,
+    counts,
+    histogram_delta,
+    loadavg,
+    parse_metrics,
+    size,
+    summary,
+    table,
+)
 from bench.floor import Floor
 from devstack.stack import Daemon, Stack, load_stack
 from provisioner.bus.publisher import PartitionPublisher
@@ -738,58 +750,24 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     print_tables(compared, broken_down, probe)
 
 
-def _sizes(text: str) -> int:
-    units = {"gib": GiB, "g": GiB, "mib": 1024**2, "m": 1024**2}
-    lowered = text.strip().lower()
-    for suffix, factor in units.items():
-        if lowered.endswith(suffix):
-            return int(float(lowered[: -len(suffix)]) * factor)
-    return int(lowered)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.e2e",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("e2e", __doc__)
     parser.add_argument(
         "--n",
-        type=lambda s: sorted({int(x) for x in s.split(",") if x.strip()}),
+        type=counts,
         default=[1, 10, 30],
         help="request counts: 1 = one at a time (--repeat samples), N > 1 = a burst of N (default 1,10,30)",
     )
     parser.add_argument("--repeat", type=int, default=5, help="samples of the one-at-a-time row (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed volumes through each side first (default 1)")
-    parser.add_argument("--size", type=_sizes, default=GiB, help="volume size, e.g. 1GiB (default)")
+    parser.add_argument("--size", type=size, default=GiB, help="volume size, e.g. 1GiB (default)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a phase's results")
     parser.add_argument("--probe", type=int, default=20, help="Kafka transactions to time for the intent cost")
     parser.add_argument(
         "--daemon-rev",
         help="run the daemon from this git revision (e.g. HEAD) instead of the working tree; the floor is unchanged",
     )
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = Report("e2e")
-    report.data["parameters"] = {**vars(args), "replica": 3}
-    report.data["host_cpu_model"] = _cpu_model()
-    try:
-        asyncio.run(run(args, report))
-    finally:
-        written = report.save()  # a broken run still leaves what it measured
-    if report.targets:
-        print("\n" + report.targets_table())
-    print(f"\nload average {report.data['load_before']} -> {loadavg()}; written {written.relative_to(REPO)}")
-    return 0
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return os.uname().machine
+    return common.run_bench("e2e", parser.parse_args(), run, replica=3)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import client
 
-from bench.common import REPO, RESULTS, GiB, Report, histogram_delta, loadavg, parse_metrics, percentile, table
+from bench import common
+from bench.common import (
+    REPO,
+    RESULTS,
+    GiB,
+    Report,
+    counts,
+    histogram_delta,
+    loadavg,
+    parse_metrics,
+    percentile,
+    size,
+    table,
+)
 from bench.e2e import (
     COMMAND_SECONDS,
     REQUEST_SECONDS,
@@ -74,8 +87,6 @@ from bench.e2e import (
     TOPOLOGY,
     Bus,
     Group,
-    _cpu_model,
-    _sizes,
     _volume,
     delete_topics,
     gluster_volumes,
@@ -826,41 +837,21 @@ async def run(args: argparse.Namespace, report: Report) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.kube",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("kube", __doc__)
     parser.add_argument(
         "--n",
-        type=lambda s: sorted({int(x) for x in s.split(",") if x.strip()}),
+        type=counts,
         default=[1, 10],
         help="claim counts: 1 = one at a time (--repeat samples), N > 1 = N created at once (default 1,10)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the one-at-a-time row (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed claims and requests through each path first")
-    parser.add_argument("--size", type=_sizes, default=GiB, help="volume size, e.g. 1GiB (default; whole GiB)")
+    parser.add_argument("--size", type=size, default=GiB, help="volume size, e.g. 1GiB (default; whole GiB)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one phase (default 600)")
     args = parser.parse_args()
     if args.size % GiB:
         parser.error("--size must be whole GiB (a claim's size is rounded up to whole GiB)")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = Report("kube")
-    report.data["parameters"] = {**vars(args), "replica": 3}
-    report.data["host_cpu_model"] = _cpu_model()
-    try:
-        asyncio.run(run(args, report))
-    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (which cancels the run)
-        report.data["interrupted"] = True
-        print(f"\ninterrupted after cleaning up (see above); written {report.save().relative_to(REPO)}")
-        return 130
-    except BaseException:
-        report.save()  # a broken run still leaves what it measured
-        raise
-    written = report.save()
-    print(f"\nload average {report.data['load_before']} -> {loadavg()}; written {written.relative_to(REPO)}")
-    return 0
+    return common.run_bench("kube", args, run, replica=3)
 
 
 if __name__ == "__main__":
