@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-pods-") as tmp:
         async with kube_world(stack, Path(tmp)) as world:
-            await ensure_csi_driver(world.api)
+            await ensure_csi_driver()
             plugin = CsiPlugin(world.stack, Path(tmp) / "csi.log", node, world.kubeconfig)
             world.processes.append(plugin)
             plugin.start()

@@ -66,16 +66,22 @@ class CsiPlugin(Daemon):
         super().__init__(stack, log, extra_env=env, command="csi", http="PROVISIONER_CSI__HTTP_", ready_path="/healthz")
 
 
-async def ensure_csi_driver(api: client.ApiClient) -> None:
-    """The CSIDriver object of ``deploy/kubernetes/csi`` (cluster-wide; left in place for other runs)."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML comes with kubernetes-asyncio; no stubs installed
-
-    body = yaml.safe_load(CSI_DRIVER_MANIFEST.read_text())
-    try:
-        await client.StorageV1Api(api).create_csi_driver(body)
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
+async def ensure_csi_driver() -> None:
+    """The CSIDriver object of ``deploy/kubernetes/csi``, applied as an operator would (``kubectl apply``,
+    so later applies of the same manifest see their own annotation); cluster-wide, left in place."""
+    kube = read_env(DEV_STATE / "kube" / "env")
+    process = await asyncio.create_subprocess_exec(
+        kube["KUBECTL"],
+        f"--kubeconfig={kube['KUBECONFIG']}",
+        "apply",
+        "-f",
+        str(CSI_DRIVER_MANIFEST),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"kubectl apply -f {CSI_DRIVER_MANIFEST} failed: {out.decode()}{err.decode()}")
 
 
 async def wait_registered(api: client.ApiClient, node: Node, *, timeout: float = 60) -> None:

@@ -1,6 +1,8 @@
 """Wiring of the daemon and its staged shutdown.
 
-Start: topics → state rebuilt from the state topic → HTTP endpoints → consumer group. Stop (SIGTERM
+Start: HTTP endpoints (not ready yet) → topics → state rebuilt from the state topic → consumer
+group; while Kafka does not answer, the daemon waits for it (and says why on /readyz) instead of
+exiting. Stop (SIGTERM
 or SIGINT): stop fetching, give in-flight requests ``worker.shutdown_grace`` seconds, commit what
 finished, close producers, consumer, SSH connections. A second signal exits at once.
 """
@@ -8,13 +10,16 @@ finished, close producers, consumer, SSH connections. A second signal exits at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 
 from provisioner.bus.consumer import RequestLoop
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
+from provisioner.errors import KafkaUnavailable
 from provisioner.executor import Executor
 from provisioner.executor.fault import CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
@@ -70,36 +75,45 @@ async def run(settings: Settings) -> None:
         on_assigned=drift.kick,  # a pass when partitions (clusters) come to this daemon
     )
 
+    state_check = StateCheck(state)
     readiness = Readiness(
         {
             "kafka": KafkaCheck(loop.broker_lag, topic=settings.kafka.requests_topic),
-            "state": StateCheck(state),  # rebuilt before the server starts
+            "state": state_check,
             "nodes": NodeCheck(health, stale_after=health.stale_after),
         }
     )
-
-    await ensure_topics(settings.kafka)
-    await reader.start()
-    records = await reader.catch_up()
-    log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
-    capacity = CapacityCollector.register(state, observed=observed)
-    probing = asyncio.create_task(health.run(), name="node-health")
-    interval = settings.worker.reconcile_interval
-    reconciling = asyncio.create_task(drift.every(interval), name="reconcile") if interval else None
     checks = asyncio.create_task(readiness.run(), name="readiness")
     runner = (
         await serve(readiness.status, host=settings.http.host, port=settings.http.port) if settings.http.port else None
     )
     if runner is not None:
         log.info("serving /metrics /healthz /readyz on %s:%d", settings.http.host, settings.http.port)
+
+    async def rebuild() -> None:
+        await ensure_topics(settings.kafka)
+        if not reader.started:
+            await reader.start()
+        records = await reader.catch_up()
+        log.info("state rebuilt: %d records, %d clusters, %d volumes", records, len(state.clusters), len(state.volumes))
+
+    capacity = None
+    probing = reconciling = None
     try:
-        await loop.run(stop)
+        if not await _until_kafka_answers(rebuild, stop, what="rebuild the desired state"):
+            return
+        state_check.rebuilt = True
+        capacity = CapacityCollector.register(state, observed=observed)
+        probing = asyncio.create_task(health.run(), name="node-health")
+        interval = settings.worker.reconcile_interval
+        reconciling = asyncio.create_task(drift.every(interval), name="reconcile") if interval else None
+        await _until_kafka_answers(lambda: loop.run(stop), stop, what="join the consumer group")
     finally:
-        checks.cancel()
-        probing.cancel()
-        if reconciling is not None:
-            reconciling.cancel()
-        capacity.unregister()
+        for task in (checks, probing, reconciling):
+            if task is not None:
+                task.cancel()
+        if capacity is not None:
+            capacity.unregister()
         if runner is not None:
             await runner.cleanup()
         await reader.stop()
@@ -108,6 +122,23 @@ async def run(settings: Settings) -> None:
         if kube is not None:
             await kube.close()
         log.info("stopped")
+
+
+async def _until_kafka_answers(attempt: Callable[[], Awaitable[None]], stop: asyncio.Event, *, what: str) -> bool:
+    """Run ``attempt`` until Kafka lets it through (the daemon waits for its broker rather than exit);
+    False when a stop was asked for first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await attempt()
+        except KafkaUnavailable as e:
+            log.warning("cannot %s yet (%s); trying again in %.1fs", what, e, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            return True
+    return False
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -4,7 +4,7 @@
 # api.proto of k8s.io/kubelet, both taken from the Go module cache (`go mod download`), compiled with
 # grpcio-tools (message and service code) and mypy-protobuf (.pyi stubs for mypy --strict).
 #
-# The output is committed (provisioner/csi/README.md says why); tests/integration/test_csi_stubs.py
+# The output is committed (the README, "The CSI driver", says why); tests/integration/test_csi_stubs.py
 # regenerates into a temporary directory and fails when the committed files differ, so a version bump
 # here without a regeneration, or a hand edit of generated code, does not go unnoticed.
 #

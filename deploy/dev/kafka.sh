@@ -114,7 +114,7 @@ broker_pid() {
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $PROPS" || return 1
+  cmdline_has "$pid" "kafka.Kafka $PROPS" || return 1
   echo "$pid"
 }
 

@@ -33,6 +33,14 @@ stop_pid() {
   fi
 }
 
+# cmdline_has PID TEXT: the process's command line (arguments joined by spaces) contains TEXT. Read
+# into an array, not piped: `tr | grep -q` dies of SIGPIPE under pipefail and calls a live process dead.
+cmdline_has() {
+  local args=()
+  mapfile -d '' args <"/proc/$1/cmdline" 2>/dev/null || return 1
+  [[ "${args[*]}" == *"$2"* ]]
+}
+
 # show_log FILE [LINES]: the last lines of a log on stderr, if it exists.
 show_log() {
   local file=$1 lines=${2:-40}
@@ -51,15 +59,16 @@ log_file() { echo "$STATE/$1.log"; }
 
 # Pid from the pid file, if that process is alive and runs our binary with our state (pid reuse).
 comp_pid() {
-  local f pid exe
+  local f pid args=()
   f="$(pid_file "$1")"
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
-  [[ "$(basename -- "$exe")" == "$1" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
+  mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || return 1  # not `tr | head`: see cmdline_has
+  ((${#args[@]})) || return 1
+  [[ "$(basename -- "${args[0]}")" == "$1" ]] || return 1
+  [[ "${args[*]}" == *"$STATE/"* ]] || return 1
   echo "$pid"
 }
 

@@ -97,7 +97,7 @@ install_apt() {
   command -v runc >/dev/null || missing+=(runc)
   [[ -x "$CNI_BIN_DIR/bridge" && -x "$CNI_BIN_DIR/host-local" && -x "$CNI_BIN_DIR/loopback" ]] ||
     missing+=(containernetworking-plugins)
-  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep "ok installed" >/dev/null || missing+=(busybox-static)
   command -v gcc >/dev/null || missing+=(gcc)
   compgen -G '/usr/lib/*/libc.a' >/dev/null || missing+=(libc6-dev)
   command -v ip >/dev/null || missing+=(iproute2)
@@ -170,74 +170,7 @@ cmd_install() {
   install_images
 }
 
-# --- process helpers ------------------------------------------------------------------------
-
-pid_file() { echo "$STATE/$1.pid"; }
-log_file() { echo "$STATE/$1.log"; }
-
-# Pid from the pid file, if that process is alive and runs our binary with our state (pid reuse).
-comp_pid() {
-  local f pid exe
-  f="$(pid_file "$1")"
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  exe="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" || return 1
-  [[ "$(basename -- "$exe")" == "$1" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
-  echo "$pid"
-}
-
-stop_comp() {
-  local name=$1 pid
-  if pid="$(comp_pid "$name")"; then
-    stop_pid "$pid" "$name"
-  fi
-  rm -f "$(pid_file "$name")"
-}
-
-fail_with_log() {
-  local name=$1
-  shift
-  log "$*"
-  show_log "$(log_file "$name")" 40
-  # A failed `up` leaves nothing behind it.
-  if ((STARTING)); then
-    STARTING=0
-    cmd_down || true
-  fi
-  exit 1
-}
-
-# New session, no stdin, output to its log, without our lock fds. $! is the binary's pid once setsid
-# has exec'd it: wait for that (up to 5 s), or comp_pid would take it for another process.
-start_comp() {
-  local name=$1 bin=$2 pid i
-  shift 2
-  setsid "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 8>&- 9>&- &
-  pid=$!
-  echo "$pid" >"$(pid_file "$name")"
-  for ((i = 0; i < 50; i++)); do
-    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin")" ]] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$name started, pid $pid"
-}
-
-wait_for() {
-  local name=$1 what=$2 t0
-  shift 2
-  t0="$(now)"
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  until "$@"; do
-    comp_pid "$name" >/dev/null || fail_with_log "$name" "$name exited while waiting for $what"
-    ((SECONDS < deadline)) || fail_with_log "$name" "$name: no $what within ${READY_TIMEOUT}s"
-    sleep 0.3
-  done
-  log "$name: $what after $(since "$t0")s"
-}
+# --- probes (processes: lib.sh) --------------------------------------------------------------
 
 kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig="$KUBE_STATE/kubeconfig" --request-timeout=10s "$@"; }
 apiserver_up() { [[ -f "$KUBE_STATE/kubeconfig" ]] && kubectl_admin get --raw /readyz >/dev/null 2>&1; }
@@ -556,7 +489,7 @@ cmd_up() {
       fail_with_log containerd "ctr images import of $img failed"
   done
   for img in "$IMAGE_PAUSE" "$IMAGE_BUSYBOX"; do
-    ctr_ images ls -q | grep -qxF "$img" || fail_with_log containerd "$img not in containerd after the import"
+    ctr_ images ls -q | grep -xF "$img" >/dev/null || fail_with_log containerd "$img not in containerd after the import"
   done
   log "images imported in $(since "$t1")s ($IMAGE_PAUSE, $IMAGE_BUSYBOX)"
 

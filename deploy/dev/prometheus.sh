@@ -64,7 +64,7 @@ server_pid() {
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config.file=$CONFIG" || return 1
+  cmdline_has "$pid" "--config.file=$CONFIG" || return 1
   echo "$pid"
 }
 

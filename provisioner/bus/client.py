@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from provisioner.bus.publisher import idempotent_producer
 from provisioner.bus.topics import topic_partitions
-from provisioner.errors import InvalidEvent, TemporaryError
+from provisioner.errors import InvalidEvent, KafkaUnavailable
 from provisioner.events.catalog import is_terminal
 from provisioner.events.envelope import Event, decode_result, encode
 from provisioner.settings import KafkaSettings
@@ -41,7 +41,7 @@ class ResultWaiter:
                 await self._consumer.position(tp)
         except KafkaError as e:
             await self._consumer.stop()
-            raise TemporaryError(f"cannot read results from {self._settings.bootstrap}: {e}") from e
+            raise KafkaUnavailable(f"cannot read results from {self._settings.bootstrap}: {e}") from e
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -93,7 +93,7 @@ class RequestSender:
             await self._producer.start()
         except KafkaError as e:
             await self._producer.stop()
-            raise TemporaryError(f"cannot reach Kafka at {self._settings.bootstrap}: {e}") from e
+            raise KafkaUnavailable(f"cannot reach Kafka at {self._settings.bootstrap}: {e}") from e
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -105,4 +105,4 @@ class RequestSender:
                 self._settings.requests_topic, value=value, key=key.encode(), headers=headers
             )
         except KafkaError as e:
-            raise TemporaryError(f"cannot publish to {self._settings.requests_topic}: {e}") from e
+            raise KafkaUnavailable(f"cannot publish to {self._settings.requests_topic}: {e}") from e

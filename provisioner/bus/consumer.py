@@ -141,7 +141,7 @@ class RequestLoop:
             if when <= now and tp in consumer.assignment():
                 await self._set_up(consumer, tp)
             elif tp not in consumer.assignment():
-                del self._unready[tp]
+                self._unready.pop(tp, None)  # revoked meanwhile (a rebalance can run during a set-up)
         for tp, lane in self._lanes.items():
             if lane.full:
                 consumer.pause(tp)
@@ -185,7 +185,10 @@ class RequestLoop:
             start=committed,
             poison=poison,
         )
-        del self._unready[tp]
+        self._unready.pop(tp, None)
+        if tp not in consumer.assignment():  # revoked while it was being set up
+            await self._drop({tp}, grace=0)
+            return
         consumer.seek(tp, committed)
         consumer.resume(tp)
         log.info("partition %s ready at offset %d (state caught up, %d records)", tp, committed, applied)

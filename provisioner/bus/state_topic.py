@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from provisioner.bus.topics import topic_partitions
 from provisioner.delivery.ledger import Ledger
-from provisioner.errors import TemporaryError
+from provisioner.errors import KafkaUnavailable
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange, UnknownRecord
 
@@ -34,7 +34,12 @@ class StateTopicReader:
         self.ledger = ledger if ledger is not None else Ledger()
         self._consumer: AIOKafkaConsumer | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._consumer is not None
+
     async def start(self) -> None:
+        partitions = await topic_partitions(self._settings, self._settings.state_topic)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.bootstrap,
             group_id=None,
@@ -43,14 +48,13 @@ class StateTopicReader:
             auto_offset_reset="earliest",
             request_timeout_ms=int(self._settings.request_timeout * 1000),
         )
-        partitions = await topic_partitions(self._settings, self._settings.state_topic)
         try:
             await consumer.start()
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         except KafkaError as e:
             await consumer.stop()
-            raise TemporaryError(f"cannot read state topic {self._settings.state_topic}: {e}") from e
+            raise KafkaUnavailable(f"cannot read state topic {self._settings.state_topic}: {e}") from e
         self._consumer = consumer
 
     async def catch_up(self) -> int:
@@ -71,7 +75,7 @@ class StateTopicReader:
                             self.times[record.key.decode(errors="replace")] = record.timestamp
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
         except KafkaError as e:
-            raise TemporaryError(f"reading state topic: {e}") from e
+            raise KafkaUnavailable(f"reading state topic: {e}") from e
         return applied
 
     def _apply(self, key: bytes | None, value: bytes | None) -> int:

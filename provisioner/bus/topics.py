@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from provisioner.errors import TemporaryError
+from provisioner.errors import KafkaUnavailable
 from provisioner.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ async def ensure_topics(settings: KafkaSettings) -> None:
             for name, code, *rest in response.topic_errors:
                 # 36 = TOPIC_ALREADY_EXISTS: another daemon was quicker, which is what we wanted.
                 if code not in (0, TopicAlreadyExistsError.errno):
-                    raise TemporaryError(f"cannot create topic {name}: error {code} {rest}")
+                    raise KafkaUnavailable(f"cannot create topic {name}: error {code} {rest}")
     except KafkaError as e:
-        raise TemporaryError(f"cannot reach Kafka at {settings.bootstrap} to check topics: {e}") from e
+        raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap} to check topics: {e}") from e
     finally:
         await admin.close()
 
@@ -70,10 +70,10 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPar
         await admin.start()
         [description] = await admin.describe_topics([topic])
     except KafkaError as e:
-        raise TemporaryError(f"cannot describe topic {topic} at {settings.bootstrap}: {e}") from e
+        raise KafkaUnavailable(f"cannot describe topic {topic} at {settings.bootstrap}: {e}") from e
     finally:
         await admin.close()
     numbers = sorted(p["partition"] for p in description.get("partitions", []))
     if description.get("error_code") or not numbers:
-        raise TemporaryError(f"topic {topic} does not exist at {settings.bootstrap}")
+        raise KafkaUnavailable(f"topic {topic} does not exist at {settings.bootstrap}")
     return [TopicPartition(topic, n) for n in numbers]

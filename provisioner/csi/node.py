@@ -156,8 +156,9 @@ class NodeService:
         mounted = self._mounter.table().at(staging)
         if not result.ok or mounted is None or not mounted.is_gluster:
             if mounted is not None and mounted.is_gluster:
-                # It mounted after all (the command timed out after the mount): not half a success.
-                await self._command(options.unmount(staging, lazy=True), operation, "unmount")
+                # It mounted after all (the command timed out after the mount), or mounted and is going
+                # away by itself (the client gave up on the volfile): not half a success either way.
+                await self._undo(staging, operation)
             failure = classify(
                 output=result.output,
                 log=self._mounter.read_tail(log_file, LOG_TAIL),
@@ -362,6 +363,14 @@ class NodeService:
             raise FailedPrecondition(f"{field}: the parent directory of {path} does not exist") from e
         except OSError as e:
             raise FailedPrecondition(f"{field}: cannot create {path}: {e.strerror or e}") from e
+
+    async def _undo(self, path: Path, operation: str) -> None:
+        """Unmount a mount that must not stay; one that vanished meanwhile is just as good."""
+        try:
+            await self._command(options.unmount(path, lazy=True), operation, "unmount")
+        except CommandError:
+            if self._mounter.table().at(path) is not None:
+                raise
 
     async def _command(self, argv: options.Argv, operation: str, step: str) -> None:
         with metrics.timed(operation, step):

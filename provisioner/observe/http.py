@@ -22,7 +22,8 @@ older than ``stale_after`` count as failed: a wedged checker is not a ready daem
 * ``kafka``: the consumer has joined its group and a metadata round trip to the brokers succeeds
   (aiokafka itself retries silently, so only a real request shows the broker is gone); the same
   run records the consumer lag per assigned partition.
-* ``state``: the desired state was rebuilt from the state topic before the server started.
+* ``state``: the desired state has been rebuilt from the state topic (the server starts before
+  Kafka answers, so an outage at start-up reads as not ready, not as a crash loop).
 * ``nodes``: reads the node prober (``provisioner.health.NodeHealth``, which also keeps the
   ``provisioner_node_up`` gauge the NodeUnreachable alert watches); the check fails when a
   cluster has no node up (the gluster CLI needs one), before the first probe round, and when the
@@ -140,10 +141,15 @@ class KafkaCheck:
 
 
 class StateCheck:
+    """Passes once the desired state was rebuilt from the state topic (the daemon serves before that)."""
+
     def __init__(self, state: DesiredState) -> None:
         self._state = state
+        self.rebuilt = False
 
     async def __call__(self) -> str:
+        if not self.rebuilt:
+            raise TemporaryError("the desired state is not rebuilt from the state topic yet")
         return f"{len(self._state.clusters)} cluster(s), {len(self._state.volumes)} volume(s)"
 
 

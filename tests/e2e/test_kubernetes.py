@@ -50,7 +50,7 @@ async def test_a_claim_is_provisioned_bound_resized_and_deleted(env: KubeWorld) 
     assert pv.spec.csi.driver == "glusterfs.gluster.org"
     assert pv.spec.csi.volume_handle == notes[names.VOLUME_ID]
     volume_name = pv.spec.csi.volume_attributes["volume"]
-    assert pv.spec.csi.volume_attributes["servers"].split(",") == env.stack.nodes
+    assert sorted(pv.spec.csi.volume_attributes["servers"].split(",")) == sorted(env.stack.nodes)
 
     endpoints = await env.core.read_namespaced_endpoints(service, env.namespace)
     assert sorted(a.ip for a in endpoints.subsets[0].addresses) == sorted(env.stack.nodes)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from kubernetes_asyncio import client
 
 from devstack.claims import KubeWorld, bound, kube_world
 from devstack.node import CsiPlugin, Node, ensure_csi_driver, load_node, wait_registered
@@ -80,6 +81,15 @@ class Pods:
         assert pod.status.phase == "Succeeded", f"pod {name}: {pod.status}\nlog: {log}\n{await self.story(name)}"
         return str(log)
 
+    async def log(self, name: str) -> str:
+        """The pod's log so far; empty while its container has not started."""
+        try:
+            return str(await self.world.core.read_namespaced_pod_log(name, self.world.namespace))
+        except client.ApiException as e:
+            if e.status == 400:  # "container ... is waiting to start"
+                return ""
+            raise
+
     async def running(self, name: str) -> Any:
         return await self.world.until(
             f"pod {name} running",
@@ -129,7 +139,7 @@ async def pods(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     node = load_node()
     tmp = tmp_path_factory.mktemp("pods")
     async with kube_world(stack, tmp) as world:
-        await ensure_csi_driver(world.api)
+        await ensure_csi_driver()
         plugin = CsiPlugin(world.stack, tmp / "csi.log", node, world.kubeconfig)
         world.processes.append(plugin)
         plugin.start()
@@ -171,14 +181,22 @@ async def test_two_pods_share_the_claim_and_see_each_other_s_writes(pods: Pods) 
     script = (
         "echo {me} > /data/{me}; "
         "for i in $(seq 120); do [ -f /data/{other} ] && break; sleep 0.5; done; "
-        "cat /data/{other}"
+        "cat /data/{other}; "
+        "for i in $(seq 240); do [ -f /data/release ] && break; sleep 0.5; done"
     )
     await pods.pod("left", "shared", script.format(me="left", other="right"))
     await pods.pod("right", "shared", script.format(me="right", other="left"))
-    assert (await pods.finished("left")).strip() == "right"
-    assert (await pods.finished("right")).strip() == "left"
-    assert len(await pods.mounted(volume)) == 1, "one FUSE mount per volume per node"
-    for name in ("left", "right"):
+    for pod, other in (("left", "right"), ("right", "left")):
+        await pods.world.until(
+            f"pod {pod} read {other}'s file",
+            lambda p=pod: pods.log(p),  # type: ignore[misc]
+            lambda log, o=other: log.strip() == o,  # type: ignore[misc]
+        )
+    assert len(await pods.mounted(volume)) == 1, "one FUSE mount per volume per node, while both pods run"
+    await pods.pod("release", "shared", "touch /data/release")
+    for name in ("left", "right", "release"):
+        await pods.finished(name)
+    for name in ("left", "right", "release"):
         await pods.delete_pod(name)
     await pods.delete_claim("shared", pv, volume)
 

@@ -8,7 +8,7 @@ controller that creates real gluster volumes stands in for the daemon
 (``tests/integration/csi_fixture_controller.py``).
 
 Every Identity and Node test must pass. The ones skipped are listed in ``EXPECTED_SKIPS`` with the
-reason (the same list is in ``provisioner/csi/README.md``); a skip not listed there, or a listed one
+reason (the same list is in the README, "The CSI driver"); a skip not listed there, or a listed one
 that passes, fails this test. The controller suites test a controller, not this driver: they are
 skipped by name (``--ginkgo.skip``).
 """
@@ -37,7 +37,7 @@ EXPECTED_SKIPS = {
     "(CreateVolume + ControllerPublish + node calls); the driver has no controller by design",
     "Node Service should be idempotent": "the same test as 'should work', repeated: same reason",
 }
-"""Identity/Node specs csi-sanity skips, with the reason (also in provisioner/csi/README.md)."""
+"""Identity/Node specs csi-sanity skips, with the reason (also in the README)."""
 SKIPPED_SUITES = {
     "GroupController Service": "no GroupController service: volume group snapshots are not offered "
     "(csi-sanity skips the suite itself: 'GroupControllerService not supported')",

@@ -264,7 +264,7 @@ def test_the_config_map_is_valid_settings_and_matches_the_other_manifests(monkey
     assert storage_class["provisioner"] == data["PROVISIONER_KUBERNETES__PROVISIONER_NAME"]
     parameters = class_parameters("glusterfs-replica3", storage_class["parameters"])
     assert (parameters.cluster, parameters.durability) == ("dev", models.ReplicateSpec(replica=3))
-    assert (parameters.gid_min, parameters.gid_max, parameters.source) == (40000, 50000, "glusterfs")
+    assert (parameters.gid_min, parameters.gid_max, parameters.source) == (40000, 50000, "csi")
 
     # Both processes take the ConfigMap whole and serve HTTP on its port.
     for deployment in ("gluster-provisioner", "gluster-provisioner-watch"):
