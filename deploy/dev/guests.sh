@@ -23,6 +23,7 @@
 #            ones; --hard resets instead (no shutdown: a crash as seen by the guest's disks).
 #            Waits until the guest answers SSH and glusterd, and its peers are Connected
 #   ssh GUEST [COMMAND...]   run a command on a guest (ssh -F $DEV_STATE/guests/ssh_config)
+#   usage [SECONDS]  CPU share and RSS of each guest's QEMU over SECONDS (default 60)
 #   env      print the path of the env file
 #
 # Environment: DEV_STATE (default <repo>/.dev; guests in $DEV_STATE/guests), CACHE_DIR (image
@@ -848,6 +849,34 @@ do_status() {
     return "$rc"
 }
 
+# ---------------------------------------------------------------- usage
+
+# CPU share and RSS of each guest's QEMU over $1 seconds (default 60), and their sum.
+do_usage() {
+    local secs=${1:-60} n pid hz total=0 rss_total=0
+    local -A pids=() before=()
+    [[ $secs =~ ^[1-9][0-9]*$ ]] || die "usage SECONDS: a whole number, not '$secs'"
+    hz=$(getconf CLK_TCK)
+    cpu_ticks() { local -a f; read -ra f <"/proc/$1/stat"; echo $(( f[13] + f[14] )); }
+    for n in "${GUESTS[@]}"; do
+        pid=$(qemu_pid "$n") || die "$n is not running"
+        pids[$n]=$pid
+        before[$n]=$(cpu_ticks "$pid")
+    done
+    sleep "$secs"
+    for n in "${GUESTS[@]}"; do
+        local ticks rss
+        ticks=$(( $(cpu_ticks "${pids[$n]}") - before[$n] ))
+        rss=$(awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/${pids[$n]}/status")
+        total=$(( total + ticks ))
+        rss_total=$(( rss_total + rss ))
+        awk -v n="$n" -v t="$ticks" -v s="$secs" -v hz="$hz" -v r="$rss" \
+            'BEGIN { printf "%s cpu=%.2f%% of one core (%.2fs in %ds) rss=%dMiB\n", n, 100 * t / hz / s, t / hz, s, r }'
+    done
+    awk -v t="$total" -v s="$secs" -v hz="$hz" -v r="$rss_total" -v c="$(nproc)" \
+        'BEGIN { printf "all cpu=%.2f%% of one core, %.2f%% of the %d cores; rss=%dMiB\n", 100 * t / hz / s, 100 * t / hz / s / c, c, r }'
+}
+
 # ---------------------------------------------------------------- reboot
 
 do_reboot() {
@@ -896,7 +925,7 @@ usage() { sed -n 's/^# \{0,1\}//; /^Usage:/,/^$/p' "$SCRIPT"; }
 main() {
     local cmd=${1:-}
     case $cmd in
-        install | up | down | status | env) ;;
+        install | up | down | status | env | usage) ;;
         reboot | ssh) [ "$#" -ge 2 ] || { usage >&2; exit 2; } ;;
         -h | --help | help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -919,6 +948,7 @@ main() {
         reboot) shift; do_reboot "$@" ;;
         ssh) shift; n=$1; shift; exec ssh -F "$SSH_CONFIG" "$n" "$@" ;;
         env) echo "$ENV_FILE" ;;
+        usage) do_usage "${2:-60}" ;;
     esac
 }
 
