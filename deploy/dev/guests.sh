@@ -20,13 +20,15 @@
 #   status   one line per guest; exit 0 when every guest answers SSH and glusterd
 #   reboot GUEST [--without-disk vdb|vdc]... [--hard]
 #            clean power-off (ACPI) and start again with the same disks, minus the detached
-#            ones; --hard resets instead (no shutdown: a crash as seen by the guest's disks).
-#            Waits until the guest answers SSH and glusterd, and its peers are Connected
+#            ones; --hard kills QEMU instead (a power cut: no shutdown, the guest's unwritten
+#            data is lost). A guest whose QEMU is gone is just started. Waits until the guest
+#            answers SSH and glusterd, and every guest sees its peers Connected
 #   ssh GUEST [COMMAND...]   run a command on a guest (ssh -F $DEV_STATE/guests/ssh_config)
 #   usage [SECONDS]  CPU share and RSS of each guest's QEMU over SECONDS (default 60)
 #   env      print the path of the env file
 #
-# Environment: DEV_STATE (default <repo>/.dev; guests in $DEV_STATE/guests), CACHE_DIR (image
+# Environment: DEV_STATE (default <repo>/.dev; guests in $DEV_STATE/guests), GUEST_BRIDGE
+# (default gsbr0, made by gluster.sh up), CACHE_DIR (image
 # cache), GUEST_COUNT (1-3, default 3), GUEST_MEM (MiB, default 1024), GUEST_TB_SIZE (TCG code
 # cache in MiB, default 128), GUEST_DISK_SIZE (default 4G), GUEST_TIMEOUT (seconds to wait for
 # boots and the pool, default 300), GUEST_STOP_TIMEOUT (seconds for an ACPI power-off before the
@@ -63,7 +65,7 @@ MODULE_EXCLUDES=(drivers/gpu drivers/media drivers/net/wireless drivers/net/ethe
                  drivers/infiniband drivers/staging drivers/bluetooth drivers/isdn drivers/iio
                  drivers/net/can drivers/usb/gadget net/bluetooth net/wireless net/mac80211)
 
-BRIDGE=gsbr0
+BRIDGE=${GUEST_BRIDGE:-gsbr0}
 GUEST_COUNT=${GUEST_COUNT:-3}
 MEM=${GUEST_MEM:-1024}
 DISK_SIZE=${GUEST_DISK_SIZE:-4G}
@@ -478,11 +480,18 @@ all_peers_connected() {
     done
 }
 
+# The last lines of each guest's console (without colours and systemd's progress spinner) and
+# of its QEMU log.
 show_console() {
-    local n
+    local n d
     for n in "$@"; do
-        show_log "$(guest_dir "$n")/console.log" 25
-        if [ -s "$(guest_dir "$n")/qemu.log" ]; then show_log "$(guest_dir "$n")/qemu.log" 10; fi
+        d=$(guest_dir "$n")
+        if [ -s "$d/console.log" ]; then
+            log "last lines of $d/console.log:"
+            tr '\r' '\n' <"$d/console.log" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' \
+                | grep -vE '^(\[ *\**\** *\] )?A?(Job .* running|\s*)$' | tail -n 30 >&2
+        fi
+        if [ -s "$d/qemu.log" ]; then show_log "$d/qemu.log" 8; fi
     done
 }
 
@@ -658,7 +667,8 @@ start_guest() {
         addr=$(( addr + 1 ))
     done
     rm -f -- "$d/qemu.pid"
-    printf '\n===== %s start: %s\n' "$(date -u +%FT%TZ)" "${args[*]}" >>"$d/qemu.log"
+    printf '%q ' "${args[@]}" >"$d/qemu.cmdline"
+    printf '===== %s start%s (command line: %s)\n' "$(date -u +%FT%TZ)" "${*:+ without $*}" "$d/qemu.cmdline" >>"$d/qemu.log"
     setsid "${args[@]}" </dev/null >>"$d/qemu.log" 2>&1 9<&- 8<&- &
     local starter=$! deadline=$(( $(now_ms) + 10000 ))
     until pid=$(qemu_pid "$n"); do
@@ -799,7 +809,8 @@ do_down() {
     # everything but the console and QEMU logs
     for n in "${names[@]}"; do
         d=$(guest_dir "$n")
-        find "$d" -mindepth 1 -maxdepth 1 ! -name console.log ! -name qemu.log -exec rm -rf -- {} +
+        find "$d" -mindepth 1 -maxdepth 1 ! -name console.log ! -name qemu.log ! -name qemu.cmdline \
+            -exec rm -rf -- {} +
     done
     rm -rf -- "$HOSTKEY_DIR"
     rm -f -- "$KNOWN_HOSTS" "$SSH_CONFIG" "$ENV_FILE" "$KNOWN_HOSTS.tmp" "$ENV_FILE.tmp"
@@ -910,13 +921,18 @@ do_reboot() {
             *) die "unknown reboot option '$1'" ;;
         esac
     done
-    image_paths
     need_bridge
-    pid=$(qemu_pid "$n") || die "$n is not running; start the guests first: $SCRIPT up"
-    [ -s "$SSH_CONFIG" ] || die "no $SSH_CONFIG; start the guests first: $SCRIPT up"
     d=$(guest_dir "$n")
+    [ -s "$ENV_FILE" ] && [ -s "$SSH_CONFIG" ] && [ -s "$d/root.qcow2" ] && [ -s "$d/seed.tar" ] \
+        || die "$n was not set up; start the guests first: $SCRIPT up"
+    # the image the guests were made from (their overlays' backing file), even if the recipe
+    # has changed since
+    IMAGE_DIR=$(sed -n 's/^GUEST_IMAGE=//p' "$ENV_FILE")
+    image_ready || die "the image $IMAGE_DIR of the running guests is gone; rebuild them: $SCRIPT down && $SCRIPT up"
     t0=$(now_ms)
-    if [ "$hard" = 1 ]; then
+    if ! pid=$(qemu_pid "$n"); then
+        log "$n: QEMU is not running (crashed or killed); starting it"
+    elif [ "$hard" = 1 ]; then
         log "$n: power cut (SIGKILL of QEMU pid $pid)"
         kill -KILL "$pid"
         while alive "$pid"; do sleep 0.05; done
@@ -929,7 +945,6 @@ do_reboot() {
     wait_booted "$n"
     wait_until "peers (every guest sees $(( ${#GUESTS[@]} - 1 )) Connected)" "$TIMEOUT" "$n" all_peers_connected
     log "$n rebooted in $(( ($(now_ms) - t0) / 1000 ))s; peers connected${without:+; detached: ${without[*]}}"
-    : "$d"
 }
 
 # ---------------------------------------------------------------- main
