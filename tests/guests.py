@@ -58,7 +58,11 @@ class Guests:
 
     def reboot(self, name: str, *, without_disks: tuple[str, ...] = (), hard: bool = False) -> None:
         """Power guest ``name`` off (ACPI, or a power cut with ``hard``) and start it again, optionally
-        with data disks (``vdb``/``vdc``) detached; returns once it answers and its peers are connected."""
+        with data disks (``vdb``/``vdc``) detached; returns once it answers and its peers are connected.
+
+        The guest names its disks in probe order, as real hardware does: without ``vdc`` its vdb is
+        still ``/dev/vdb``, but without ``vdb`` the vdc disk appears as ``/dev/vdb``. The stable name is
+        ``/dev/disk/by-id/virtio-gs-<guest>-<disk>``."""
         args = [str(GUESTS_SH), "reboot", name]
         for disk in without_disks:
             args += ["--without-disk", disk]

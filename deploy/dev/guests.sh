@@ -20,7 +20,8 @@
 #   status   one line per guest; exit 0 when every guest answers SSH and glusterd
 #   reboot GUEST [--without-disk vdb|vdc]... [--hard]
 #            clean power-off (ACPI) and start again with the same disks, minus the detached
-#            ones; --hard kills QEMU instead (a power cut: no shutdown, the guest's unwritten
+#            ones (the guest names its disks in probe order: without vdb, the vdc image is
+#            /dev/vdb; /dev/disk/by-id/virtio-gs-GUEST-vdc is stable); --hard kills QEMU instead (a power cut: no shutdown, the guest's unwritten
 #            data is lost). A guest whose QEMU is gone is just started. Waits until the guest
 #            answers SSH and glusterd, and every guest sees its peers Connected
 #   ssh GUEST [COMMAND...]   run a command on a guest (ssh -F $DEV_STATE/guests/ssh_config)
@@ -664,7 +665,10 @@ start_guest() {
         -device virtio-balloon-pci,free-page-reporting=on,addr=0x9
         -drive "if=none,id=root,file=$d/root.qcow2,format=qcow2,discard=unmap"
         -device "virtio-blk-pci,drive=root,serial=gs-$n-root,addr=0x4")
-    # every data disk keeps its PCI slot, so with one detached the other keeps its name
+    # Every data disk keeps its PCI slot and serial (gs-<guest>-<disk>), but the guest's kernel
+    # names virtio disks in probe order, as with sdX on real hardware: without vdc, vdb stays
+    # /dev/vdb; without vdb, the vdc image becomes /dev/vdb. The stable name of a disk is
+    # /dev/disk/by-id/virtio-gs-<guest>-<disk>.
     : >"$d/detached"
     for disk in "${DATA_DISKS[@]}"; do
         if [[ " $* " == *" $disk "* ]]; then
