@@ -714,6 +714,23 @@ healthy() {
     all_peers_connected
 }
 
+tap_master() { basename -- "$(readlink "/sys/class/net/$1/master" 2>/dev/null)" 2>/dev/null || true; }
+
+# gluster.sh up rebuilds gsbr0 when its sandbox is unhealthy, which leaves the running guests'
+# taps without a bridge. Put them back; prints how many were re-attached.
+reattach_taps() {
+    local n tap count=0
+    for n in "${GUESTS[@]}"; do
+        tap=$(guest_tap "$n")
+        if [ -e "/sys/class/net/$tap" ] && qemu_pid "$n" >/dev/null && [ "$(tap_master "$tap")" != "$BRIDGE" ]; then
+            ip link set dev "$tap" master "$BRIDGE" up
+            log "$n: re-attached $tap to $BRIDGE"
+            count=$(( count + 1 ))
+        fi
+    done
+    echo "$count"
+}
+
 # Anything of a previous up still on the host.
 leftovers() {
     local d n l
@@ -748,6 +765,11 @@ do_up() {
     need_bridge
     [ -s "$CLIENT_KEY.pub" ] || die "no client key $CLIENT_KEY.pub: it is made by DEV_STATE=$DEV_STATE $SCRIPT_DIR/gluster.sh up"
     mkdir -p "$STATE"
+    if [ -s "$SSH_CONFIG" ] && [ "$(reattach_taps)" -gt 0 ]; then
+        # the guests kept running; give their pool a minute to reconnect before rebuilding it
+        local deadline=$(( $(now_ms) + 60000 ))
+        until healthy || [ "$(now_ms)" -ge "$deadline" ]; do sleep 2; done
+    fi
     if [ -s "$SSH_CONFIG" ] && healthy; then
         log "already up and healthy; nothing to do (status: $SCRIPT status)"
         return 0
@@ -856,6 +878,10 @@ guest_status() {
         fi
     fi
     if [ -s "$(guest_dir "$n")/detached" ]; then detached=" detached=$(paste -sd, "$(guest_dir "$n")/detached")"; fi
+    if [ "$q" = up ] && [ "$(tap_master "$(guest_tap "$n")")" != "$BRIDGE" ]; then
+        detached+=" tap=not-on-$BRIDGE"
+        rc=1
+    fi
     if [ "$q$s$g" = upupup ]; then rc=0; fi
     echo "$n $(guest_ip "$n") qemu=$q sshd=$s glusterd=$g peers=$peers rss=$rss cpu=$cpu$detached"
     return "$rc"
