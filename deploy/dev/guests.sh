@@ -20,21 +20,22 @@
 #   status   one line per guest; exit 0 when every guest answers SSH and glusterd
 #   reboot GUEST [--without-disk vdb|vdc]... [--hard]
 #            clean power-off (ACPI) and start again with the same disks, minus the detached
-#            ones (the guest names its disks in probe order: without vdb, the vdc image is
-#            /dev/vdb; /dev/disk/by-id/virtio-gs-GUEST-vdc is stable); --hard kills QEMU instead (a power cut: no shutdown, the guest's unwritten
-#            data is lost). A guest whose QEMU is gone is just started. Waits until the guest
-#            answers SSH and glusterd, and every guest sees its peers Connected
+#            ones; --hard kills QEMU instead (a power cut: no shutdown, what the guest had not
+#            written is lost). A guest whose QEMU is gone is just started. Waits until the guest
+#            answers SSH and glusterd, and every guest sees its peers Connected. The guest names
+#            its disks in probe order: without vdb, the vdc image is its /dev/vdb (stable name:
+#            /dev/disk/by-id/virtio-gs-GUEST-vdc)
 #   ssh GUEST [COMMAND...]   run a command on a guest (ssh -F $DEV_STATE/guests/ssh_config)
 #   usage [SECONDS]  CPU share and RSS of each guest's QEMU over SECONDS (default 60)
 #   env      print the path of the env file
 #
-# Environment: DEV_STATE (default <repo>/.dev; guests in $DEV_STATE/guests), GUEST_BRIDGE
-# (default gsbr0, made by gluster.sh up), CACHE_DIR (image
-# cache), GUEST_COUNT (1-3, default 3), GUEST_MEM (MiB, default 1024), GUEST_TB_SIZE (TCG code
-# cache in MiB, default 128), GUEST_DISK_SIZE (default 4G), GUEST_TIMEOUT (seconds to wait for
-# boots and the pool, default 300), GUEST_STOP_TIMEOUT (seconds for an ACPI power-off before the
-# kill, default 60), GUEST_KEEP_FAILED=1 (leave a failed up in place), GUEST_CMDLINE (extra
-# kernel arguments), GUEST_APT_SOURCES (a sources file to build from instead of the machine's).
+# Environment: DEV_STATE (default <repo>/.dev; guests in $DEV_STATE/guests), CACHE_DIR (image
+# cache), GUEST_BRIDGE (default gsbr0, made by gluster.sh up), GUEST_COUNT (1-3, default 3),
+# GUEST_MEM (MiB, default 1024), GUEST_TB_SIZE (TCG code cache in MiB, default 128),
+# GUEST_DISK_SIZE (default 4G), GUEST_TIMEOUT (seconds to wait for boots and the pool, default
+# 300), GUEST_STOP_TIMEOUT (seconds for an ACPI power-off before the kill, default 60),
+# GUEST_KEEP_FAILED=1 (leave a failed up in place), GUEST_CMDLINE (extra kernel arguments),
+# GUEST_APT_SOURCES (a sources file to build from instead of the machine's).
 set -Eeuo pipefail
 export LC_ALL=C
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
@@ -701,14 +702,13 @@ wait_booted() {
     log "$n ($(guest_ip "$n")) answers ssh and glusterd ($(( ($(now_ms) - t) / 1000 ))s)"
 }
 
-# Everything the guests are made of is running (from the current image) and answering.
+# The guests were made from the current image (the recipe has not changed since).
+image_current() { [ -s "$ENV_FILE" ] && grep -qxF "GUEST_IMAGE=$IMAGE_DIR" "$ENV_FILE"; }
+
+# Every guest is running and answering, and the pool is whole.
 healthy() {
     local n
     [ -s "$ENV_FILE" ] || return 1
-    if ! grep -qxF "GUEST_IMAGE=$IMAGE_DIR" "$ENV_FILE"; then
-        log "the guests run another image than $IMAGE_DIR; rebuilding them"
-        return 1
-    fi
     for n in "${GUESTS[@]}"; do qemu_pid "$n" >/dev/null || return 1; done
     for n in "${GUESTS[@]}"; do ssh_answers "$n" || return 1; done
     all_peers_connected
@@ -765,16 +765,20 @@ do_up() {
     need_bridge
     [ -s "$CLIENT_KEY.pub" ] || die "no client key $CLIENT_KEY.pub: it is made by DEV_STATE=$DEV_STATE $SCRIPT_DIR/gluster.sh up"
     mkdir -p "$STATE"
-    if [ -s "$SSH_CONFIG" ] && [ "$(reattach_taps)" -gt 0 ]; then
-        # the guests kept running; give their pool a minute to reconnect before rebuilding it
-        local deadline=$(( $(now_ms) + 60000 ))
-        until healthy || [ "$(now_ms)" -ge "$deadline" ]; do sleep 2; done
+    if [ -s "$SSH_CONFIG" ] && ! image_current; then
+        log "the guests were made from another image than $IMAGE_DIR; rebuilding them"
+    elif [ -s "$SSH_CONFIG" ]; then
+        if [ "$(reattach_taps)" -gt 0 ]; then
+            # the guests kept running; give their pool a minute to reconnect before rebuilding it
+            local deadline=$(( $(now_ms) + 60000 ))
+            until healthy || [ "$(now_ms)" -ge "$deadline" ]; do sleep 2; done
+        fi
+        if healthy; then
+            log "already up and healthy; nothing to do (status: $SCRIPT status)"
+            return 0
+        fi
+        if [ -n "$(leftovers)" ]; then log "partially up or unhealthy; tearing down first"; fi
     fi
-    if [ -s "$SSH_CONFIG" ] && healthy; then
-        log "already up and healthy; nothing to do (status: $SCRIPT status)"
-        return 0
-    fi
-    if [ -n "$(leftovers)" ]; then log "partially up or unhealthy; tearing down first"; fi
     do_down quiet || die "cannot clean up the old guests"
 
     UP_DONE=0
@@ -878,38 +882,32 @@ guest_status() {
         fi
     fi
     if [ -s "$(guest_dir "$n")/detached" ]; then detached=" detached=$(paste -sd, "$(guest_dir "$n")/detached")"; fi
+    if [ "$q$s$g" = upupup ]; then rc=0; fi
     if [ "$q" = up ] && [ "$(tap_master "$(guest_tap "$n")")" != "$BRIDGE" ]; then
         detached+=" tap=not-on-$BRIDGE"
         rc=1
     fi
-    if [ "$q$s$g" = upupup ]; then rc=0; fi
     echo "$n $(guest_ip "$n") qemu=$q sshd=$s glusterd=$g peers=$peers rss=$rss cpu=$cpu$detached"
     return "$rc"
 }
 
 do_status() {
-    local n rc=0 i=0
-    local -a out=()
-    local -A pids=()
+    local n rc=0 tmp
     if [ ! -s "$SSH_CONFIG" ]; then
         for n in "${GUESTS[@]}"; do echo "$n $(guest_ip "$n") down (not up: $SCRIPT up)"; done
         return 1
     fi
     # in parallel: an SSH round trip to a TCG guest takes a while
-    local tmp
     tmp=$(mktemp -d)
     for n in "${GUESTS[@]}"; do
-        ( guest_status "$n" >"$tmp/$n"; echo $? >"$tmp/$n.rc" ) &
-        pids[$n]=$!
+        ( r=0; guest_status "$n" >"$tmp/$n" || r=$?; echo "$r" >"$tmp/$n.rc" ) &
     done
     wait
     for n in "${GUESTS[@]}"; do
         cat "$tmp/$n"
-        [ "$(cat "$tmp/$n.rc")" = 0 ] || rc=1
-        i=$(( i + 1 ))
+        [ "$(cat "$tmp/$n.rc" 2>/dev/null)" = 0 ] || rc=1
     done
     rm -rf -- "$tmp"
-    : "${out[@]}"
     return "$rc"
 }
 
