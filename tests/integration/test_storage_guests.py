@@ -20,6 +20,8 @@ from tests.guests import Guests, load_guests
 pytestmark = pytest.mark.integration
 
 NAMESPACE_NODES = {"10.77.0.11", "10.77.0.12", "10.77.0.13"}
+VG = "vg_test"  # what the LVM test makes on the first guest's first disk
+MOUNTS = ("/run/test-bricks/snap_x", "/run/test-bricks/brick_x")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,12 @@ def guests() -> Guests:
 async def ssh(guests: Guests) -> AsyncIterator[SshExecutor]:
     executor = guests.ssh()
     try:
+        # An earlier run cut off mid-sequence (the guest unreachable) could not clean up after
+        # itself; remove what it made, and only that: a PV of our VG on our disk.
+        node, disk = guests.nodes[0], guests.disks[0]
+        owner = await executor.run(node, ("lvm", "pvs", "--noheadings", "-o", "vg_name", disk), timeout=60, check=False)
+        if owner.ok and owner.stdout.strip() == VG:
+            await cleanup(executor, node, disk, VG, list(MOUNTS))
         yield executor
     finally:
         await executor.close()
@@ -89,8 +97,8 @@ async def test_heketi_brick_sequence_with_a_thin_snapshot_on_a_real_disk(guests:
     """pvcreate / vgcreate / thin pool + thin LV / Heketi's XFS / mount / thin snapshot, then all of it
     undone: the argv the provisioner's lvm backend issues, on the first guest's /dev/vdb."""
     node, disk = guests.nodes[0], guests.disks[0]
-    vg, pool, lv, snap = "vg_test", "tp_x", "brick_x", "snap_x"
-    mount_point = f"/run/test-bricks/{lv}"
+    vg, pool, lv, snap = VG, "tp_x", "brick_x", "snap_x"
+    snap_mount, mount_point = MOUNTS
     steps: list[tuple[str, float]] = []
 
     async def step(label: str, *argv: str, timeout: float = 120) -> str:
@@ -127,14 +135,13 @@ async def test_heketi_brick_sequence_with_a_thin_snapshot_on_a_real_disk(guests:
         assert rows[snap][1].startswith("V") and rows[snap][2:] == [pool, lv], rows  # thin snapshot of it
         # The snapshot is a complete, separate filesystem with the origin's data.
         await step("activate snapshot", "lvm", "lvchange", "-ay", "-K", f"{vg}/{snap}")
-        snap_mount = f"/run/test-bricks/{snap}"
         await step("mkdir", "mkdir", "-p", "--", snap_mount)
         await step("mount snapshot", "mount", "-o", "ro,nouuid", "--", f"/dev/mapper/{vg}-{snap}", snap_mount)
         assert (await step("read snapshot", "cat", f"{snap_mount}/file")).strip() == "brick-data"
         await step("umount snapshot", "umount", "--", snap_mount)
     finally:
         started = time.monotonic()
-        await cleanup(ssh, node, disk, vg, [f"/run/test-bricks/{snap}", mount_point])
+        await cleanup(ssh, node, disk, vg, list(MOUNTS))
         steps.append(("clean-up", time.monotonic() - started))
     left = await ssh.run(node, ("wipefs", "--no-act", "--noheadings", disk), timeout=30)
     assert left.stdout == "", f"{node}:{disk} still has signatures after the clean-up: {left.stdout}"
