@@ -354,6 +354,7 @@ build_image() {
     [ "${#mirrors[@]}" -gt 0 ] || die "no apt sources on this machine (set GUEST_APT_SOURCES)"
     for k in "${MODULE_EXCLUDES[@]}"; do excludes+=("--dpkgopt=path-exclude=/lib/modules/*/kernel/$k/*"); done
     log "building the guest image into $IMAGE_DIR (mmdebstrap $SUITE, ${#PACKAGES[@]} packages; log $CACHE_DIR/guest-build.log)"
+    # shellcheck disable=SC2016 # the hooks' $1 (the chroot) is expanded by mmdebstrap
     mmdebstrap --mode=root --variant=apt --format=directory \
         --include="$(IFS=,; echo "${PACKAGES[*]}")" \
         --aptopt="$opts" \
@@ -370,7 +371,7 @@ build_image() {
 
     kernel=$(find "$root/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)
     initrd=$(find "$root/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n 1)
-    [ -n "$kernel" ] && [ -n "$initrd" ] || die "no kernel or initrd in $root/boot"
+    if [ -z "$kernel" ] || [ -z "$initrd" ]; then die "no kernel or initrd in $root/boot"; fi
     mkdir -p "$work/out"
     cp -- "$kernel" "$work/out/vmlinuz"
     cp -- "$initrd" "$work/out/initrd.img"
@@ -653,6 +654,7 @@ start_guest() {
     # RAM from a memfd: QEMU asks for transparent huge pages on anonymous guest RAM, which makes
     # the whole 1 GiB resident; shmem has no THP here, and free-page reporting (balloon) hands
     # pages the guest frees back to the host. tb-size bounds TCG's code cache (default 1 GiB).
+    # shellcheck disable=SC2054 # the commas are QEMU's option syntax
     args=(qemu-system-x86_64 -name "$n,process=gsguest-$n" -nodefaults -no-user-config
         -machine q35,memory-backend=ram -accel "tcg,tb-size=$TB_SIZE" -cpu max -smp 1 -m "$MEM"
         -object "memory-backend-memfd,id=ram,size=${MEM}M" -display none
@@ -949,8 +951,9 @@ do_reboot() {
     while [ "$#" -gt 0 ]; do
         case $1 in
             --without-disk)
-                [ "$#" -ge 2 ] && [[ " ${DATA_DISKS[*]} " == *" $2 "* ]] \
-                    || die "--without-disk needs one of: ${DATA_DISKS[*]}"
+                if [ "$#" -lt 2 ] || [[ " ${DATA_DISKS[*]} " != *" $2 "* ]]; then
+                    die "--without-disk needs one of: ${DATA_DISKS[*]}"
+                fi
                 without+=("$2")
                 shift 2
                 ;;
@@ -960,8 +963,9 @@ do_reboot() {
     done
     need_bridge
     d=$(guest_dir "$n")
-    [ -s "$ENV_FILE" ] && [ -s "$SSH_CONFIG" ] && [ -s "$d/root.qcow2" ] && [ -s "$d/seed.tar" ] \
-        || die "$n was not set up; start the guests first: $SCRIPT up"
+    if [ ! -s "$ENV_FILE" ] || [ ! -s "$SSH_CONFIG" ] || [ ! -s "$d/root.qcow2" ] || [ ! -s "$d/seed.tar" ]; then
+        die "$n was not set up; start the guests first: $SCRIPT up"
+    fi
     # the image the guests were made from (their overlays' backing file), even if the recipe
     # has changed since
     IMAGE_DIR=$(sed -n 's/^GUEST_IMAGE=//p' "$ENV_FILE")
