@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from devstack.guests import Guests, load_guests
 from provisioner.errors import HostKeyRejected
 from provisioner.executor.ssh import SshExecutor
-from tests.guests import Guests, load_guests
 
 pytestmark = pytest.mark.integration
 

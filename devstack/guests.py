@@ -13,8 +13,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.stack import DEV_STATE, REPO, read_env
+
 from provisioner.executor.ssh import SshExecutor, SshOptions
-from tests.stack import DEV_STATE, REPO, read_env
 
 GUESTS_SH = REPO / "deploy" / "dev" / "guests.sh"
 GUESTS_ENV = DEV_STATE / "guests" / "env"
