@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.stack import DEV_STATE, REPO, read_env
-
 from provisioner.executor.ssh import SshExecutor, SshOptions
 
 GUESTS_SH = REPO / "deploy" / "dev" / "guests.sh"
