@@ -182,6 +182,7 @@ class FakeNodes:
         self.calls: list[tuple[str, Argv]] = []
         self.faults: list[Fault] = []
         self.peers: set[str] = set()
+        self.lvm: set[tuple[str, str]] = set()  # (host, physical volume or volume group) made by pvcreate/vgcreate
         self.fstab: set[tuple[str, str]] = set()  # (host, mount point) with a line in the node's fstab
         self.pending_heals: dict[str, int] = {}  # brick host:path -> entries its heal info reports
 
@@ -236,6 +237,16 @@ class FakeNodes:
                 return 0, "", ""
             case ["gluster", "--mode=script", "--xml", _, "volume", *rest]:
                 return 0, self._gluster(rest), ""
+            case ["lvm", "pvs" | "vgs", _, _, name]:
+                return (0, name, "") if (host, name) in self.lvm else (5, "", f"Failed to find {name}")
+            case ["lvm", "pvcreate", *_, device]:
+                self.lvm.add((host, device))
+                return 0, "", ""
+            case ["lvm", "vgcreate", *_, vg, device]:
+                self.lvm.add((host, vg))
+                return 0, "", ""
+            case ["gluster", "--mode=script", "--xml", _, "pool", "list"]:
+                return 0, xml(0, ""), ""
             case ["gluster", "--mode=script", "--xml", _, "peer", "probe", peer]:
                 if peer in self.peers:
                     return 0, xml(0, f"Host {peer} port 24007 already in peer list"), ""
@@ -276,6 +287,12 @@ class FakeNodes:
                 if name not in self.volumes:
                     return xml(-1, f"Volume {name} does not exist")
                 self.volumes[name].bricks += new_bricks
+                return xml()
+            case ["replace-brick", name, old, new, "commit", "force"]:
+                volume = self.volumes.get(name)
+                if volume is None or old not in volume.bricks:
+                    return xml(-1, f"volume {name}: brick {old} does not exist in volume")
+                volume.bricks[volume.bricks.index(old)] = new
                 return xml()
             case ["rebalance", name, "start"]:
                 return xml() if name in self.volumes else xml(-1, f"Volume {name} does not exist")

@@ -10,19 +10,23 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from provisioner import mount_options
+
 CLUSTER_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HEX_ID_PATTERN = r"^[0-9a-f]{32}$"
 VOLUME_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 PATH_PATTERN = r"^/[A-Za-z0-9_./-]{0,254}$"
 OPTION_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9-]+)+$"
-OPTION_VALUE_PATTERN = r"^[A-Za-z0-9_.,:/=+-]{1,256}$"
+OPTION_VALUE_PATTERN = r"^[A-Za-z0-9_.,:/=+][A-Za-z0-9_.,:/=+-]{0,255}$"
+"""A gluster volume option value. Never a leading ``-``: the gluster CLI takes any ``--word`` anywhere
+in its argv as one of its own options (``--log-file=...``, ``--remote-host=...``)."""
 LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
 KUBE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 KUBE_NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 KUBE_UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 PROVISIONER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)?$"
-MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_.,=:/+-]{1,128}$"
+MOUNT_OPTION_PATTERN = r"^[a-z_][a-z0-9_-]{0,40}(=[A-Za-z0-9._]{1,32})?$"
 CSI_DRIVER_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"
 CSI_DRIVER = "glusterfs.gluster.org"
 """The project's CSI driver (``provisioner csi``): what PVs with a csi source name."""
@@ -83,5 +87,18 @@ KubeName = Annotated[str, Field(pattern=KUBE_NAME_PATTERN, description="Kubernet
 KubeNamespace = Annotated[str, Field(pattern=KUBE_NAMESPACE_PATTERN, description="Kubernetes namespace.")]
 KubeUid = Annotated[str, Field(pattern=KUBE_UID_PATTERN, description="Kubernetes object uid.")]
 ProvisionerName = Annotated[str, Field(pattern=PROVISIONER_NAME_PATTERN, max_length=253)]
-MountOption = Annotated[str, Field(pattern=MOUNT_OPTION_PATTERN)]
+
+
+def _allowed_mount_option(option: str) -> str:
+    why = mount_options.problem(option)
+    if why is not None:
+        raise ValueError(why)
+    return option
+
+
+MountOption = Annotated[
+    str,
+    Field(pattern=MOUNT_OPTION_PATTERN, description="A glusterfs client mount option on the allow-list."),
+    AfterValidator(_allowed_mount_option),
+]
 CsiDriverName = Annotated[str, Field(pattern=CSI_DRIVER_PATTERN, description="A CSI driver name (DNS-style).")]

@@ -87,11 +87,11 @@ def remove_dir(path: str) -> Argv:
 
 def pv_exists(device: str) -> Argv:
     """Exit status 0 when ``device`` is already a physical volume."""
-    return ("lvm", "pvs", "--noheadings", "--options=pv_name", device)
+    return ("lvm", "pvs", "--noheadings", "--options=pv_name", *_words([device]))
 
 
 def pv_create(device: str) -> Argv:
-    return ("lvm", "pvcreate", "-qq", "--metadatasize=128M", "--dataalignment=256K", device)
+    return ("lvm", "pvcreate", "-qq", "--metadatasize=128M", "--dataalignment=256K", *_words([device]))
 
 
 def vg_exists(vg: str) -> Argv:
@@ -100,7 +100,7 @@ def vg_exists(vg: str) -> Argv:
 
 
 def vg_create(vg: str, device: str) -> Argv:
-    return ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", vg, device)
+    return ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", *_words([vg, device]))
 
 
 def lv_exists(vg: str, lv: str) -> Argv:
@@ -276,8 +276,20 @@ def vg_space(vg: str) -> Argv:
 
 
 def gluster(*args: str, timeout: int) -> Argv:
-    """Always script mode (otherwise destructive commands prompt and do nothing, exiting 0) and XML."""
-    return ("gluster", "--mode=script", "--xml", f"--timeout={timeout}", *args)
+    """Always script mode (otherwise destructive commands prompt and do nothing, exiting 0) and XML.
+
+    The gluster CLI takes a ``--word`` *anywhere* in its argv as one of its own options
+    (``--log-file=`` appends to any file as root, ``--remote-host=`` sends the call elsewhere), so no
+    word after these may start with ``-``: a value that does is a bug upstream and is refused here."""
+    return ("gluster", "--mode=script", "--xml", f"--timeout={timeout}", *_words(args))
+
+
+def _words(values: Sequence[str]) -> tuple[str, ...]:
+    """``values`` as positional words; ValueError for any that a command would read as an option."""
+    for value in values:
+        if value.startswith("-") or not value:
+            raise ValueError(f"{value[:60]!r} cannot be a positional word of a node command")
+    return tuple(values)
 
 
 def durability_args(durability: Durability) -> Argv:

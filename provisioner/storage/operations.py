@@ -235,7 +235,14 @@ class VolumeOperations:
     # --- the trusted pool and devices -------------------------------------------------------------
 
     async def probe(self, members: Sequence[Node], new: Node) -> None:
-        """Peer-probe ``new`` into the pool from the first reachable member (already a peer is fine)."""
+        """Peer-probe ``new`` into the pool from the first reachable member (already a peer is fine).
+
+        ``new`` is reached over SSH first, which checks its host key (HostKeyRejected otherwise), and
+        its glusterd must answer: the pool trusts a peer for good, so nothing unverified joins it."""
+        check = commands.gluster("pool", "list", timeout=self.cli.timeout)
+        answer = await self.cli.call([new.manage], check, pool="", what=f"pool of {new.manage}")
+        if not answer.ok:
+            raise PeerProbeFailed(f"glusterd on {new.manage} does not answer: {answer.message}")
         if not members:
             return
         argv = commands.peer_probe(new.storage, timeout=self.cli.timeout)

@@ -6,11 +6,11 @@ import pytest
 
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
-from provisioner.errors import NodeUnreachable
+from provisioner.errors import HostKeyRejected, NodeUnreachable
 from provisioner.events import catalog, models, results
-from provisioner.events.envelope import new_event
+from provisioner.events.envelope import Event, new_event
 from provisioner.executor import Argv, CommandResult
-from tests.fakes import FakeVolume, World, default_topology, xml
+from tests.fakes import FakeVolume, World, default_topology, failure, provisioned, xml
 
 GiB = 1024**3
 
@@ -221,6 +221,22 @@ async def test_node_add_probes_and_remove_detaches() -> None:
     assert world.nodes.peers == set()
 
 
+async def test_a_node_whose_host_key_fails_never_joins_the_pool() -> None:
+    world = World(nodes=2)
+    await world.load()
+    third = default_topology(3).nodes[2]
+
+    def impostor(host: str, argv: Argv) -> HostKeyRejected | None:
+        return HostKeyRejected(host, "host key mismatch") if host == "10.0.0.3" else None
+
+    world.nodes.faults.append(impostor)
+    added = await change(world, catalog.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
+    assert failure(added).reason == "HostKeyRejected"
+    assert world.nodes.peers == set(), "no member was asked to peer-probe it"
+    assert not [argv for _, argv in world.nodes.calls if "probe" in argv]
+    assert len(world.state.require_cluster("dev").nodes) == 2
+
+
 async def test_disabled_node_gets_no_bricks_until_enabled() -> None:
     world = World(nodes=3)
     await world.load()
@@ -252,3 +268,48 @@ async def test_device_add_and_remove() -> None:
         models.DeviceRef(cluster="dev", host="10.0.0.1", name="/srv/devices/dev9"),
     )
     assert isinstance(removed.result.data, results.TopologyLoaded) and removed.result.data.devices == 3
+
+
+async def test_the_same_volume_id_under_another_name_is_a_conflict() -> None:
+    world = World()
+    await world.load()
+    volume_id = "c" * 32
+    assert provisioned(await world.provision(name="a", volume_id=volume_id)).name == "a"
+    conflict = failure(await world.provision(name="b", volume_id=volume_id))
+    assert conflict.reason == "VolumeConflict"
+    assert list(world.nodes.volumes) == ["a"], "no second gluster volume for the same id"
+
+
+async def test_one_volume_addressed_by_id_or_by_name_has_keys_in_common() -> None:
+    """The lane runs requests whose keys meet in offset order: every address of a volume must meet."""
+    world = World()
+    await world.load()
+    volume_id = "d" * 32
+    keys = world.handler.keys_of
+
+    def event(type_: str, data: models.Model) -> Event:
+        return new_event(type_, data, source="/t")
+
+    as_a = keys(
+        event(
+            catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=GiB, name="a", volume_id=volume_id)
+        )
+    )
+    as_b = keys(
+        event(
+            catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=GiB, name="b", volume_id=volume_id)
+        )
+    )
+    delete_by_id = keys(event(catalog.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", volume_id=volume_id)))
+    assert as_a and as_b and delete_by_id
+    assert as_a & as_b and as_a & delete_by_id, "before the volume is in state"
+
+    await world.provision(name="a", volume_id=volume_id)
+    delete_by_name = keys(event(catalog.DELETE_REQUESTED, models.DeleteVolume(cluster="dev", name="a")))
+    expand_by_id = keys(
+        event(catalog.EXPAND_REQUESTED, models.ExpandVolume(cluster="dev", volume_id=volume_id, size=2 * GiB))
+    )
+    assert delete_by_name and expand_by_id
+    assert delete_by_name & delete_by_id & expand_by_id & as_a, "once it is, every address meets on its id"
+    unrelated = keys(event(catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=GiB, name="z")))
+    assert unrelated and not unrelated & as_a
