@@ -24,7 +24,9 @@ class KubernetesObjects(Protocol):
     async def claim_exists(self, claim: models.ClaimRef) -> bool: ...
     async def provisioning(self, spec: models.ClaimVolume) -> None: ...
     async def publish(self, spec: models.ClaimVolume, volume: results.VolumeOut) -> str: ...
-    async def withdraw(self, objects: models.ClaimObjects) -> None: ...
+    async def withdraw(
+        self, objects: models.ClaimObjects, *, cluster: str, volume_id: str | None, name: str | None
+    ) -> None: ...
     async def resized(self, resize: models.ClaimResize, size: int) -> None: ...
     async def event(self, claim: models.ClaimRef, reason: str, message: str, *, warning: bool = False) -> None: ...
 
@@ -62,10 +64,16 @@ class ClaimSteps:
         with metrics.step("kubernetes"):
             return await self._retrying(lambda: objects.publish(spec, volume), what=f"publish the PV of {volume.name}")
 
-    async def withdraw(self, removed: models.ClaimObjects) -> None:
+    async def withdraw(
+        self, removed: models.ClaimObjects, *, cluster: str, volume_id: str | None, name: str | None
+    ) -> None:
+        """The claim's objects that carry our marks for this volume (anything else stays)."""
         objects = self.require()
         with metrics.step("kubernetes"):
-            await self._retrying(lambda: objects.withdraw(removed), what=f"remove {removed.persistent_volume}")
+            await self._retrying(
+                lambda: objects.withdraw(removed, cluster=cluster, volume_id=volume_id, name=name),
+                what=f"remove {removed.persistent_volume}",
+            )
 
     async def resized(self, resize: models.ClaimResize, size: int) -> None:
         """The claim's PV and status follow the volume's size (also on a repeated request: idempotent)."""

@@ -129,7 +129,9 @@ class Provision:
         volume = self._made
         spec = self._data.kubernetes
         if spec is not None and self._published and not isinstance(failure, PersistentVolumeTaken):
-            await ClaimSteps(self._storage.objects, self._request.rollback).withdraw(objects_of(spec))
+            await ClaimSteps(self._storage.objects, self._request.rollback).withdraw(
+                objects_of(spec), cluster=volume.cluster, volume_id=volume.id, name=volume.name
+            )
         with metrics.step("rollback"):
             await self._storage.remove(self._request.rollback, self._cluster, volume)
         return (StateChange.delete_volume(volume.id),)
@@ -266,7 +268,8 @@ class Delete:
     async def finish(self, existed: bool) -> Outcome:
         volume, objects = self._volume, self._data.kubernetes
         if objects is not None:
-            await self._claims.withdraw(objects)  # after the storage, so a PV never outlives its data unseen
+            # after the storage, so a PV never outlives its data unseen
+            await self._claims.withdraw(objects, cluster=volume.cluster, volume_id=volume.id, name=volume.name)
         deleted = results.VolumeDeleted(
             request_id=self._request.event.id,
             cluster=volume.cluster,

@@ -85,7 +85,7 @@ class VolumeRequests:
         volume = self.selected(cluster.id, data)
         if volume is None:
             if data.kubernetes is not None:
-                await claims.withdraw(data.kubernetes)
+                await claims.withdraw(data.kubernetes, cluster=cluster.id, volume_id=data.volume_id, name=data.name)
             gone = results.VolumeDeleted(
                 request_id=request.event.id,
                 cluster=cluster.id,

@@ -3,14 +3,14 @@
 The PV follows the external-provisioner contract (name, ``claimRef`` with uid, ``provisioned-by``,
 reclaim policy and mount options from the StorageClass) and the in-tree glusterfs provisioner's
 shape (gid annotation, Endpoints + headless Service listing the storage servers). The Endpoints and
-Service have no owner: a retained PV keeps them after its claim is gone, and a delete request removes
-all three explicitly once the storage is gone.
+Service are owned by the PV (an ownerReference, set once the PV exists), so they go with it; all
+three carry our marks (``marks``), and nothing without them is ever deleted (``is_ours``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from provisioner.csi.attributes import volume_attributes
@@ -35,10 +35,7 @@ def claim_reference(claim: ClaimRef) -> Manifest:
 def persistent_volume(spec: ClaimVolume, volume: VolumeOut) -> Manifest:
     claim = spec.claim
     annotations = {
-        names.PROVISIONED_BY: spec.provisioner,
-        names.VOLUME_ID: volume.volume_id,
-        names.VOLUME_NAME: volume.name,
-        names.CLUSTER: volume.cluster,
+        **marks(volume.cluster, volume.volume_id, volume.name, spec.provisioner),
         "gluster.org/type": "file",
         "Description": "Gluster-Internal: Dynamically provisioned PV",
     }
@@ -80,33 +77,65 @@ def servers(volume: VolumeOut) -> list[str]:
     return [volume.mount.split(":", 1)[0], *volume.backup_servers]
 
 
-def endpoints(claim: ClaimRef, hosts: Sequence[str]) -> Manifest:
+def endpoints(claim: ClaimRef, volume: VolumeOut, provisioner: str) -> Manifest:
     """Endpoints take addresses only: hosts that are not IP literals are left out (a CSI source needs none)."""
-    addresses = [{"ip": host} for host in hosts if _is_ip(host)]
+    addresses = [{"ip": host} for host in servers(volume) if _is_ip(host)]
     subsets = [{"addresses": addresses, "ports": [{"port": GLUSTER_PORT, "protocol": "TCP"}]}] if addresses else []
     return {
         "apiVersion": "v1",
         "kind": "Endpoints",
-        "metadata": _service_metadata(claim),
+        "metadata": _service_metadata(claim, volume, provisioner),
         "subsets": subsets,
     }
 
 
-def service(claim: ClaimRef) -> Manifest:
+def service(claim: ClaimRef, volume: VolumeOut, provisioner: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _service_metadata(claim),
+        "metadata": _service_metadata(claim, volume, provisioner),
         "spec": {"clusterIP": "None", "ports": [{"port": GLUSTER_PORT, "protocol": "TCP", "targetPort": GLUSTER_PORT}]},
     }
 
 
-def _service_metadata(claim: ClaimRef) -> Manifest:
+def _service_metadata(claim: ClaimRef, volume: VolumeOut, provisioner: str) -> Manifest:
     return {
         "name": names.service_name(claim.uid),
         "namespace": claim.namespace,
         "labels": {names.PROVISIONED_FOR: claim.name[:63].rstrip("-._")},
+        "annotations": marks(volume.cluster, volume.volume_id, volume.name, provisioner),
     }
+
+
+def marks(cluster: str, volume_id: str, volume_name: str, provisioner: str) -> dict[str, str]:
+    """The annotations that make a PV, Endpoints or Service ours, and say for which volume."""
+    return {
+        names.PROVISIONED_BY: provisioner,
+        names.VOLUME_ID: volume_id,
+        names.VOLUME_NAME: volume_name,
+        names.CLUSTER: cluster,
+    }
+
+
+def owned_by(pv_name: str, pv_uid: str) -> Manifest:
+    """A merge patch making an Endpoints or Service a dependent of its PV (garbage-collected with it)."""
+    return {
+        "metadata": {
+            "ownerReferences": [{"apiVersion": "v1", "kind": "PersistentVolume", "name": pv_name, "uid": pv_uid}]
+        }
+    }
+
+
+def is_ours(
+    annotations: Mapping[str, str] | None, *, provisioner: str, cluster: str, volume_id: str | None, name: str | None
+) -> bool:
+    """Whether an object carries our marks for this volume (by id when known, else by name)."""
+    notes = annotations or {}
+    if notes.get(names.PROVISIONED_BY) != provisioner or notes.get(names.CLUSTER) != cluster:
+        return False
+    if volume_id is not None:
+        return notes.get(names.VOLUME_ID) == volume_id
+    return name is not None and notes.get(names.VOLUME_NAME) == name
 
 
 def claim_event(claim: ClaimRef, *, reason: str, message: str, warning: bool, suffix: str, now: str) -> Manifest:

@@ -27,8 +27,10 @@ T = TypeVar("T")
 
 
 class KubeObjects:
-    def __init__(self, api: client.ApiClient, *, timeout: float) -> None:
+    def __init__(self, api: client.ApiClient, *, provisioner: str, timeout: float) -> None:
+        """``provisioner``: our name (``provisioned-by``); only objects carrying it are ever deleted."""
         self._core = client.CoreV1Api(api)
+        self._provisioner = provisioner
         self._timeout = timeout
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], *, absent_ok: bool = False) -> T | None:
@@ -83,21 +85,32 @@ class KubeObjects:
             log.warning(
                 "claim %s/%s is gone; its PV %s will be Released and deleted", claim.namespace, claim.name, name
             )
-        for kind, body, create in (
-            ("Service", manifests.service(claim), self._core.create_namespaced_service),
-            (
-                "Endpoints",
-                manifests.endpoints(claim, manifests.servers(volume)),
-                self._core.create_namespaced_endpoints,
-            ),
-        ):
+        services = (
+            ("Service", manifests.service(claim, volume, spec.provisioner), self._core.create_namespaced_service),
+            ("Endpoints", manifests.endpoints(claim, volume, spec.provisioner), self._core.create_namespaced_endpoints),
+        )
+        for kind, body, create in services:
             await self._create_if_absent(f"create {kind} {claim.namespace}/{body['metadata']['name']}", create, body)
         if existing is None:
-            await self._call(
+            created = await self._call(
                 f"create PersistentVolume {name}",
                 lambda: self._core.create_persistent_volume(as_body(pv), _request_timeout=self._timeout),
             )
+            assert created is not None  # absent_ok is off: a failure raises
+            existing = str(created.metadata.uid)
             await self.event(claim, "ProvisioningSucceeded", f"Successfully provisioned volume {name}")
+        # Now that the PV exists: the Endpoints and Service are its dependents, collected with it.
+        owner = manifests.owned_by(name, existing)
+        service_name = names.service_name(claim.uid)
+        for kind, patch in (
+            ("Service", self._core.patch_namespaced_service),
+            ("Endpoints", self._core.patch_namespaced_endpoints),
+        ):
+            await self._call(
+                f"own {kind} {claim.namespace}/{service_name} by {name}",
+                lambda patch=patch: patch(service_name, claim.namespace, owner, _request_timeout=self._timeout),  # type: ignore[misc]
+                absent_ok=True,
+            )
         return name
 
     async def _existing_pv_uid(self, name: str, claim: ClaimRef) -> str | None:
@@ -126,25 +139,43 @@ class KubeObjects:
         except Exception as e:
             raise api_error(e, what) from e
 
-    async def withdraw(self, objects: ClaimObjects) -> None:
-        """Remove the Service, Endpoints and PV of a claim whose storage is gone; absent ones are fine."""
+    async def withdraw(self, objects: ClaimObjects, *, cluster: str, volume_id: str | None, name: str | None) -> None:
+        """Remove the Service, Endpoints and PV of a claim whose storage is gone; absent ones are fine.
+
+        Only objects that carry our marks for this volume go (``manifests.is_ours``), each deleted with
+        its uid as a precondition, so a request naming someone else's object (``kube-system/kube-dns``)
+        deletes nothing, and an object replaced meanwhile is not the one deleted."""
         ns, svc, pv = objects.namespace, objects.service, objects.persistent_volume
+        core = self._core
+        marks = {"cluster": cluster, "volume_id": volume_id, "name": name}
+        await self._withdraw_one(
+            f"Service {ns}/{svc}", core.read_namespaced_service, core.delete_namespaced_service, (svc, ns), marks
+        )
+        await self._withdraw_one(
+            f"Endpoints {ns}/{svc}", core.read_namespaced_endpoints, core.delete_namespaced_endpoints, (svc, ns), marks
+        )
+        await self._withdraw_one(
+            f"PersistentVolume {pv}", core.read_persistent_volume, core.delete_persistent_volume, (pv,), marks
+        )
+
+    async def _withdraw_one(
+        self,
+        what: str,
+        read: Callable[..., Awaitable[Any]],
+        delete: Callable[..., Awaitable[Any]],
+        args: tuple[str, ...],
+        marks: dict[str, Any],
+    ) -> None:
         timeout = self._timeout
-        await self._call(
-            f"delete Service {ns}/{svc}",
-            lambda: self._core.delete_namespaced_service(svc, ns, _request_timeout=timeout),
-            absent_ok=True,
-        )
-        await self._call(
-            f"delete Endpoints {ns}/{svc}",
-            lambda: self._core.delete_namespaced_endpoints(svc, ns, _request_timeout=timeout),
-            absent_ok=True,
-        )
-        await self._call(
-            f"delete PersistentVolume {pv}",
-            lambda: self._core.delete_persistent_volume(pv, _request_timeout=timeout),
-            absent_ok=True,
-        )
+        found = await self._call(f"read {what}", lambda: read(*args, _request_timeout=timeout), absent_ok=True)
+        if found is None:
+            return
+        meta = found.metadata
+        if not manifests.is_ours(meta.annotations, provisioner=self._provisioner, **marks):
+            log.warning("%s is not ours (no marks of volume %s); left alone", what, marks["volume_id"] or marks["name"])
+            return
+        body = {"preconditions": {"uid": meta.uid}}
+        await self._call(f"delete {what}", lambda: delete(*args, body=body, _request_timeout=timeout), absent_ok=True)
 
     async def resized(self, resize: ClaimResize, size: int) -> None:
         """The PV's capacity, then the claim's status, follow an expansion (gluster needs no fs resize)."""

@@ -47,7 +47,9 @@ class ClaimBridge:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._storage = client.StorageV1Api(api)
-        self._objects = KubeObjects(api, timeout=settings.kubernetes.api_timeout)
+        self._objects = KubeObjects(
+            api, provisioner=settings.kubernetes.provisioner_name, timeout=settings.kubernetes.api_timeout
+        )
         self._send = send
         self._settings = settings
         self._name = settings.kubernetes.provisioner_name

@@ -46,8 +46,8 @@ DAEMON_GRANTS: Grants = {
     ("", "persistentvolumes"): frozenset({"get", "create", "patch", "delete"}),
     ("", "persistentvolumeclaims"): frozenset({"get", "patch"}),
     ("", "persistentvolumeclaims/status"): frozenset({"patch"}),
-    ("", "endpoints"): frozenset({"get", "create", "delete"}),
-    ("", "services"): frozenset({"get", "create", "delete"}),
+    ("", "endpoints"): frozenset({"get", "create", "patch", "delete"}),
+    ("", "services"): frozenset({"get", "create", "patch", "delete"}),
     ("", "events"): frozenset({"create", "patch"}),
 }
 WATCHER_GRANTS: Grants = {

@@ -67,6 +67,7 @@ class Claims:
     exists: bool = True
     publish_failures: list[ProvisionerError] = field(default_factory=list)
     withdraw_failures: list[ProvisionerError] = field(default_factory=list)
+    withdrawn_for: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
 
     def _record(self, name: str, *args: Any) -> None:
@@ -89,8 +90,11 @@ class Claims:
             raise self.publish_failures.pop(0)
         return names.pv_name(spec.claim.uid)
 
-    async def withdraw(self, objects: models.ClaimObjects) -> None:
+    async def withdraw(
+        self, objects: models.ClaimObjects, *, cluster: str, volume_id: str | None, name: str | None
+    ) -> None:
         self._record("withdraw", objects)
+        self.withdrawn_for.append((cluster, volume_id, name))
         if self.withdraw_failures:
             raise self.withdraw_failures.pop(0)
 

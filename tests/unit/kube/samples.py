@@ -37,7 +37,9 @@ def claim_volume(**fields: Any) -> models.ClaimVolume:
     )
 
 
-def volume_out(*, gid: int | None = 2001, mount: str = "10.0.0.1:/vol_a") -> results.VolumeOut:
+def volume_out(
+    *, gid: int | None = 2001, mount: str = "10.0.0.1:/vol_a", backups: tuple[str, ...] = ("10.0.0.2", "10.0.0.3")
+) -> results.VolumeOut:
     return results.VolumeOut(
         cluster="dev",
         volume_id=VOLUME_ID,
@@ -46,7 +48,7 @@ def volume_out(*, gid: int | None = 2001, mount: str = "10.0.0.1:/vol_a") -> res
         durability=models.ReplicateSpec(),
         bricks=[],
         mount=mount,
-        backup_servers=["10.0.0.2", "10.0.0.3"],
+        backup_servers=list(backups),
         gid=gid,
     )
 
@@ -73,6 +75,12 @@ def service_metadata(label: str = "data") -> dict[str, Any]:
         "name": f"glusterfs-dynamic-{UID}",
         "namespace": "apps",
         "labels": {"gluster.kubernetes.io/provisioned-for-pvc": label},
+        "annotations": {
+            "pv.kubernetes.io/provisioned-by": PROVISIONER,
+            "gluster.org/volume-id": VOLUME_ID,
+            "gluster.org/volume-name": "vol_a",
+            "gluster.org/cluster": "dev",
+        },
     }
 
 

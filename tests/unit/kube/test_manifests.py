@@ -5,6 +5,7 @@ from __future__ import annotations
 from provisioner.kube import manifests, names
 from tests.unit.kube.samples import (
     CLAIM_REFERENCE,
+    PROVISIONER,
     UID,
     VOLUME_ID,
     claim_ref,
@@ -88,23 +89,22 @@ def test_servers_are_the_mount_host_then_the_backups() -> None:
 
 
 def test_endpoints_keep_ip_hosts_and_leave_hostnames_out() -> None:
-    hosts = ["10.0.0.1", "gluster-2.example.com", "fd00::3", "node4"]
-    assert manifests.endpoints(claim_ref(), hosts) == {
+    volume = volume_out(mount="10.0.0.1:/vol_a", backups=("gluster-2.example.com", "10.0.0.3", "node4"))
+    assert manifests.endpoints(claim_ref(), volume, PROVISIONER) == {
         "apiVersion": "v1",
         "kind": "Endpoints",
         "metadata": service_metadata(),
-        "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "fd00::3"}], "ports": [{"port": 1, "protocol": "TCP"}]}],
+        "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.3"}], "ports": [{"port": 1, "protocol": "TCP"}]}],
     }
 
 
 def test_endpoints_without_any_ip_have_no_subsets() -> None:
-    endpoints = manifests.endpoints(claim_ref(), ["gluster-1", "gluster-2"])
-    assert endpoints["subsets"] == []
-    assert manifests.endpoints(claim_ref(), [])["subsets"] == []
+    volume = volume_out(mount="gluster-1:/vol_a", backups=("gluster-2",))
+    assert manifests.endpoints(claim_ref(), volume, PROVISIONER)["subsets"] == []
 
 
-def test_service_is_headless_on_port_one_without_an_owner() -> None:
-    assert manifests.service(claim_ref()) == {
+def test_service_is_headless_on_port_one() -> None:
+    assert manifests.service(claim_ref(), volume_out(), PROVISIONER) == {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": service_metadata(),
@@ -114,7 +114,7 @@ def test_service_is_headless_on_port_one_without_an_owner() -> None:
 
 def test_service_label_is_a_valid_label_value_for_a_long_claim_name() -> None:
     name = "a" * 62 + "-b" + "c" * 100  # 63rd character is a '-': the label must not end with it
-    label = manifests.service(claim_ref(name))["metadata"]["labels"][names.PROVISIONED_FOR]
+    label = manifests.service(claim_ref(name), volume_out(), PROVISIONER)["metadata"]["labels"][names.PROVISIONED_FOR]
     assert label == "a" * 62
 
 
@@ -149,3 +149,24 @@ def test_claim_annotations_name_the_volume() -> None:
     assert manifests.claim_annotations(volume_out()) == {
         "metadata": {"annotations": {"gluster.org/volume-id": VOLUME_ID, "gluster.org/cluster": "dev"}}
     }
+
+
+def test_the_pv_owns_its_endpoints_and_service() -> None:
+    assert manifests.owned_by("pvc-x", "u-1") == {
+        "metadata": {
+            "ownerReferences": [{"apiVersion": "v1", "kind": "PersistentVolume", "name": "pvc-x", "uid": "u-1"}]
+        }
+    }
+
+
+def test_only_objects_with_our_marks_for_the_volume_are_ours() -> None:
+    notes = pv_annotations(gid=None)
+    ours = {"provisioner": PROVISIONER, "cluster": "dev"}
+    assert manifests.is_ours(notes, volume_id=VOLUME_ID, name=None, **ours)
+    assert manifests.is_ours(notes, volume_id=None, name="vol_a", **ours)
+    assert not manifests.is_ours(notes, volume_id="b" * 32, name=None, **ours), "another volume's object"
+    assert not manifests.is_ours(notes, volume_id=None, name="vol_b", **ours)
+    assert not manifests.is_ours(notes, volume_id=None, name=None, **ours)
+    assert not manifests.is_ours(notes, volume_id=VOLUME_ID, name=None, provisioner="other.org/x", cluster="dev")
+    assert not manifests.is_ours(notes, volume_id=VOLUME_ID, name=None, provisioner=PROVISIONER, cluster="prod")
+    assert not manifests.is_ours(None, volume_id=VOLUME_ID, name=None, **ours), "kube-system/kube-dns has no marks"
