@@ -95,12 +95,16 @@ def decode(value: bytes | None, types: Mapping[str, type[Model]]) -> Event:
         raise InvalidEvent(f"event of {len(value)} bytes exceeds {MAX_EVENT_BYTES}", reason="EventTooLarge")
     try:
         raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidEvent(f"not JSON: {e}", reason="MalformedJson") from e
+    except RecursionError as e:  # ``[[[[...`` deeper than the interpreter's stack
+        raise InvalidEvent("not JSON this daemon reads: nested too deeply", reason="MalformedJson") from e
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of more digits than Python converts
+        raise InvalidEvent(f"not JSON: {_head(str(e))}", reason="MalformedJson") from e
     if not isinstance(raw, dict):
         raise InvalidEvent("a CloudEvent must be a JSON object", reason="InvalidEnvelope")
     try:
         envelope = Envelope.model_validate(raw)
+    except RecursionError as e:
+        raise InvalidEvent("not a CloudEvents 1.0 envelope: nested too deeply", reason="InvalidEnvelope") from e
     except ValidationError as e:
         raise InvalidEvent(f"not a CloudEvents 1.0 envelope: {_describe(e)}", reason="InvalidEnvelope") from e
     model = types.get(envelope.type)
@@ -110,6 +114,8 @@ def decode(value: bytes | None, types: Mapping[str, type[Model]]) -> Event:
         )
     try:
         data = model.model_validate(envelope.data)
+    except RecursionError as e:
+        raise InvalidEvent(f"{envelope.type}: nested too deeply", reason="InvalidData") from e
     except ValidationError as e:
         raise InvalidEvent(f"{envelope.type}: {_describe(e)}", reason="InvalidData") from e
     return Event(
@@ -138,7 +144,12 @@ def _describe(error: ValidationError) -> str:
         location = ".".join(str(p) for p in item["loc"]) or "(root)"
         parts.append(f"{location}: {item['msg']}")
     more = error.error_count() - 5
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+    return _head("; ".join(parts) + (f"; and {more} more" if more > 0 else ""))
+
+
+def _head(text: str, limit: int = 2000) -> str:
+    """A reason stays a few lines, whatever the input echoed into it."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:

@@ -36,7 +36,7 @@ MESSAGE_LIMIT = 4096
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 # --- durability -----------------------------------------------------------------------------------

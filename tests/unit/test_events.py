@@ -68,12 +68,31 @@ def test_round_trip_with_headers() -> None:
         (envelope({"cluster": "dev", "size": 1, "surprise": True}), "InvalidData"),
         (envelope({"cluster": "dev"}, type_=catalog.DELETE_REQUESTED), "InvalidData"),
         (None, "EmptyEvent"),
+        # Hostile shapes: each once killed the partition's dispatcher instead of costing one dead letter.
+        (b"[" * 100_000, "MalformedJson"),
+        (b"9" * 5_000, "MalformedJson"),
+        (envelope({"cluster": "dev", "size": 1}).replace(b'"size": 1', b'"size": ' + b"9" * 5_000), "MalformedJson"),
+        (
+            envelope({"cluster": "dev", "size": 1}).replace(b'"size": 1', b'"size": ' + b"[" * 900 + b"]" * 900),
+            "InvalidData",
+        ),
+        # Strict like the schemas: no string for a number, no word for a boolean.
+        (envelope({"cluster": "dev", "size": "5368709120"}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": True}), "InvalidData"),
+        (envelope({"cluster": "dev", "size": 1.0}), "InvalidData"),
+        (
+            envelope(
+                {"cluster": "dev", "size": 1, "durability": {"type": "replicate", "replica": 3, "arbiter": "yes"}}
+            ),
+            "InvalidData",
+        ),
     ],
 )
 def test_bad_events_name_their_reason(value: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidEvent) as failure:
         decode_request(value)
     assert failure.value.dead_letter_reason == reason
+    assert len(str(failure.value)) < 4000, "a reason stays a few lines whatever the input"
 
 
 def test_error_names_the_field() -> None:
