@@ -8,7 +8,9 @@ allocator never scans all volumes.
 
 Memory: a decoded volume shares what it has in common with other volumes (node, device and cluster
 ids, sizes, durability) with one canonical object each, instead of holding its own copies; at
-100,000 volumes that is most of the difference between ~1.5 KiB and ~1 KiB per volume.
+100,000 volumes that is most of the difference between ~1.5 KiB and ~1 KiB per volume. Each
+canonical value is counted by the volumes holding it and dropped with the last one, so a daemon that
+sees a million distinct sizes come and go does not keep them all.
 """
 
 from __future__ import annotations
@@ -55,13 +57,36 @@ class UnknownRecord(ValueError):
     pass
 
 
+class _Canon:
+    """Canonical copies of values many volumes hold, each counted by its holders."""
+
+    def __init__(self) -> None:
+        self._copies: dict[object, object] = {}
+        self._holders: dict[object, int] = {}
+
+    def take(self, value: T) -> T:
+        canonical = self._copies.setdefault(value, value)
+        self._holders[value] = self._holders.get(value, 0) + 1
+        return canonical  # type: ignore[return-value]
+
+    def drop(self, value: object) -> None:
+        left = self._holders[value] - 1
+        if left:
+            self._holders[value] = left
+        else:
+            del self._holders[value], self._copies[value]
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+
 class DesiredState:
     def __init__(self) -> None:
         self.clusters: dict[ClusterId, Cluster] = {}
         self.volumes: dict[VolumeId, Volume] = {}
         self._names: dict[ClusterId, dict[str, VolumeId]] = {}
         self._usage: dict[ClusterId, DeviceUsage] = {}
-        self._shared: dict[object, object] = {}  # canonical copies of values many volumes hold
+        self._shared = _Canon()
 
     def apply(self, change: StateChange) -> None:
         """Apply one record; raises UnknownRecord or a validation error for a record we cannot read."""
@@ -80,13 +105,11 @@ class DesiredState:
         else:
             raise UnknownRecord(f"state record with unknown key {change.key!r}")
 
-    def _share(self, value: T) -> T:
-        return self._shared.setdefault(value, value)  # type: ignore[return-value]
-
     def _compact(self, volume: Volume) -> Volume:
         """Swap the volume's common values for their canonical copies. The volume was decoded a
-        moment ago and nothing else holds it yet, so its frozen fields are set in place."""
-        share = self._share
+        moment ago and nothing else holds it yet, so its frozen fields are set in place. Every value
+        taken here is dropped by ``_release`` when the volume leaves the state."""
+        share = self._shared.take
         for brick in volume.bricks:
             object.__setattr__(brick, "node", share(brick.node))
             object.__setattr__(brick, "device", share(brick.device))
@@ -103,6 +126,7 @@ class DesiredState:
             self._names[old.cluster].pop(old.name, None)
             self.volumes[volume_id] = volume
             self._names[volume.cluster][volume.name] = volume.id
+            self._release(old)
             return
         self._forget(volume_id)
         self.volumes[volume.id] = volume
@@ -119,6 +143,22 @@ class DesiredState:
         usage = self.usage(volume.cluster)
         for brick in volume.bricks:
             usage.add(brick.device, -brick.size)
+        self._release(volume)
+
+    def _release(self, volume: Volume) -> None:
+        drop = self._shared.drop
+        for brick in volume.bricks:
+            drop(brick.node)
+            drop(brick.device)
+            drop(brick.size)
+        drop(volume.cluster)
+        drop(volume.size)
+        drop(volume.durability)
+
+    @property
+    def shared_values(self) -> int:
+        """How many canonical values the volumes hold between them (for tests and memory checks)."""
+        return len(self._shared)
 
     def usage(self, cluster: ClusterId) -> DeviceUsage:
         """Bytes taken per device of ``cluster`` (a read-only mapping; pass it to ``plan_volume``)."""
