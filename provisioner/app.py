@@ -51,7 +51,11 @@ async def run(settings: Settings) -> None:
     observed = ObservedSpace()  # the devices' room as the nodes report it, refreshed by reconcile passes
     reader = StateTopicReader(settings.kafka, state)
     kube = await new_client(settings.kubernetes) if settings.kubernetes.enabled else None
-    claims = KubeObjects(kube, timeout=settings.kubernetes.api_timeout) if kube is not None else None
+    claims = (
+        KubeObjects(kube, provisioner=settings.kubernetes.provisioner_name, timeout=settings.kubernetes.api_timeout)
+        if kube is not None
+        else None
+    )
     operations = VolumeOperations(executor, settings.storage, owner=settings.kafka.state_topic)
     probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
     health = NodeHealth(state, probes, interval=settings.worker.health_interval)
@@ -62,11 +66,12 @@ async def run(settings: Settings) -> None:
         NodeInventory(executor, operations, timeout=settings.storage.command_timeout),
         owner=operations.owner,
         repair=settings.worker.reconcile_repair,
+        owns=lambda cluster: loop.owns(cluster),  # the loop is made just below
+        catch_up=reader.catch_up,
         observed=observed,
     )
     loop = RequestLoop(
         settings.kafka,
-        state,
         reader,
         handler.handle,
         handler.keys_of,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from provisioner import metrics
 from provisioner.bus.lane import Handler, KeysOf, Lane
@@ -32,11 +33,12 @@ from provisioner.bus.records import Records, Topics
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.errors import KafkaUnavailable, ProvisionerError
 from provisioner.settings import KafkaSettings
-from provisioner.state import DesiredState
 
 log = logging.getLogger(__name__)
 POISON_AFTER = 3
 """Breaks of one lane at one offset, in a row, after which that record is dead-lettered."""
+PARTITIONER = DefaultPartitioner()
+"""The producers' own choice of partition for a key, so ``owns`` agrees with where requests land."""
 SETUP_RETRY = 2.0
 """Seconds before a partition whose set-up failed is tried again."""
 
@@ -56,7 +58,6 @@ class RequestLoop:
     def __init__(
         self,
         settings: KafkaSettings,
-        state: DesiredState,
         reader: StateTopicReader,
         handler: Handler,
         keys_of: KeysOf,
@@ -67,7 +68,6 @@ class RequestLoop:
     ) -> None:
         self._settings = settings
         self._on_assigned = on_assigned
-        self._state = state
         self._reader = reader
         self._handler = handler
         self._keys_of = keys_of
@@ -176,8 +176,8 @@ class RequestLoop:
         self._lanes[tp] = Lane(
             tp,
             publisher,
-            state=self._state,
             ledger=self._reader.ledger,
+            applied=self._reader.applied,
             handler=self._handler,
             keys_of=self._keys_of,
             records=self._records,
@@ -194,6 +194,17 @@ class RequestLoop:
         log.info("partition %s ready at offset %d (state caught up, %d records)", tp, committed, applied)
         if self._on_assigned is not None:
             self._on_assigned()
+
+    def owns(self, cluster: str) -> bool:
+        """Whether this daemon now holds the request partition of ``cluster`` (requests are keyed by
+        cluster, with the default partitioner), with a lane that is up."""
+        consumer = self._consumer
+        topic = self._settings.requests_topic
+        partitions = sorted(consumer.partitions_for_topic(topic) or ()) if consumer is not None else []
+        if not partitions:
+            return False
+        lane = self._lanes.get(TopicPartition(topic, PARTITIONER(cluster.encode(), partitions, partitions)))
+        return lane is not None and lane.broken is None and not lane.lost
 
     # --- rebalance ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 from provisioner import metrics
-from provisioner.bus.publisher import PartitionLost, PartitionPublisher
+from provisioner.bus.publisher import PartitionLost, PartitionPublisher, Position
 from provisioner.bus.records import Outgoing, Records
 from provisioner.delivery.commits import Commits
 from provisioner.delivery.ledger import Ledger, ledger_key
@@ -37,12 +37,14 @@ from provisioner.delivery.schedule import NOTHING, Keys, Schedule
 from provisioner.errors import InvalidEvent, KafkaUnavailable, ProvisionerError
 from provisioner.events.catalog import REQUEST_KINDS
 from provisioner.events.envelope import Event, decode_request
-from provisioner.state import DesiredState, StateChange
+from provisioner.state import StateChange
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event, IntentWriter], Awaitable[Outcome]]
 KeysOf = Callable[[Event], Keys | None]
+Applied = Callable[[Sequence[StateChange], Sequence[Position]], None]
+"""Applies state changes just committed at these positions of the state topic (``StateTopicReader.applied``)."""
 """The volumes a request works on (``delivery.schedule``); None for a barrier."""
 
 
@@ -82,8 +84,8 @@ class Lane:
         partition: TopicPartition,
         publisher: PartitionPublisher,
         *,
-        state: DesiredState,
         ledger: Ledger,
+        applied: Applied,
         handler: Handler,
         keys_of: KeysOf,
         records: Records,
@@ -95,8 +97,7 @@ class Lane:
         commit broke the lane repeatedly (it is dead-lettered instead of handled)."""
         self.partition = partition
         self._publisher = publisher
-        self._state = state
-        self._ledger = ledger
+        self._applied = applied
         self._handler = handler
         self._keys_of = keys_of
         self._records = records
@@ -233,31 +234,28 @@ class Lane:
             plan = self._commits.plan(offset, ledgered=finished.ledgered)
             ledger = [StateChange(ledger_key(topic, partition, offset), b"1")] if plan.answered else []
             ledger += [StateChange(ledger_key(topic, partition, o), None) for o in plan.forget]
-            messages = finished.messages + self._records.state([*finished.changes, *ledger])
-            await self._publisher.publish(messages, commit_offset=plan.commit_to)
+            changes = [*finished.changes, *ledger]
+            messages = finished.messages + self._records.state(changes)
+            positions = await self._publisher.publish(messages, commit_offset=plan.commit_to)
             self._commits.apply(plan)
-            for change in finished.changes:
-                self._state.apply(change)
-            for change in ledger:
-                self._ledger.apply(change.key, change.value)
+            self._applied(changes, positions[len(finished.messages) :])
 
     # --- the IntentWriter of the handlers -------------------------------------------------------
 
     async def record(self, changes: list[StateChange]) -> None:
         async with self._transaction:
             self._ensure_usable()
-            await self._publish_or_break(self._records.state(changes))
-        for change in changes:
-            self._state.apply(change)
+            positions = await self._publish_or_break(self._records.state(changes))
+            self._applied(changes, positions)
 
     async def progress(self, event: Event, key: str) -> None:
         async with self._transaction:
             self._ensure_usable()
             await self._publish_or_break([self._records.progress(event, key)])
 
-    async def _publish_or_break(self, messages: list[Outgoing]) -> None:
+    async def _publish_or_break(self, messages: list[Outgoing]) -> list[Position]:
         try:
-            await self._publisher.publish(messages)
+            return await self._publisher.publish(messages)
         except KafkaUnavailable as e:
             self._break(-1, e)
             raise

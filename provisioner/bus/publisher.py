@@ -29,6 +29,10 @@ from provisioner.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+Position = tuple[int, int]
+"""Where the broker put a record: (partition, offset) in its topic."""
+
+
 class PartitionLost(Exception):
     """Another producer with our transactional id fenced ours: stop committing on this partition."""
 
@@ -62,19 +66,20 @@ class PartitionPublisher:
             await self._producer.stop()
             raise KafkaUnavailable(f"cannot start the transactional producer for {self.partition}: {e}") from e
 
-    async def publish(self, messages: Sequence[Outgoing], *, commit_offset: int | None = None) -> None:
-        """Send ``messages`` (and commit the input up to ``commit_offset``) atomically."""
+    async def publish(self, messages: Sequence[Outgoing], *, commit_offset: int | None = None) -> list[Position]:
+        """Send ``messages`` (and commit the input up to ``commit_offset``) atomically; where each went."""
         try:
             async with self._producer.transaction():
                 deliveries = [
                     await self._producer.send(m.topic, value=m.value, key=m.key, headers=list(m.headers))
                     for m in messages
                 ]
-                await asyncio.gather(*deliveries)
+                delivered = await asyncio.gather(*deliveries)
                 if commit_offset is not None:
                     await self._producer.send_offsets_to_transaction(
                         {self.partition: OffsetAndMetadata(commit_offset, "")}, self._settings.group_id
                     )
+            return [(d.partition, d.offset) for d in delivered]
         except ProducerFenced as e:
             raise PartitionLost(f"{self.partition} was taken over by another producer") from e
         except KafkaError as e:

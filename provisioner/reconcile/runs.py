@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from provisioner import metrics
@@ -124,7 +124,12 @@ def _finishing_request(volume: Volume) -> Event:
 class PeriodicReconciler:
     """The daemon's pass: orphans only (missing and interrupted volumes are normal while requests run),
     counted in ``provisioner_reconcile_drift_*``, removed when ``worker.reconcile_repair`` is on; it
-    also refreshes the devices' observed room (``planning.placement.ObservedSpace``) that placement trusts."""
+    also refreshes the devices' observed room (``planning.placement.ObservedSpace``) that placement trusts.
+
+    Only the clusters whose request partition this replica holds are judged: another replica's
+    clusters change under it unseen, and their new volumes would look like orphans. For each, the
+    nodes are read first and the state caught up after (``catch_up``), and ownership is asked again
+    before every repair, so a cluster that moved meanwhile is left to its new owner."""
 
     def __init__(
         self,
@@ -133,6 +138,8 @@ class PeriodicReconciler:
         *,
         owner: str,
         repair: bool,
+        owns: Callable[[str], bool],
+        catch_up: Callable[[], Awaitable[int]],
         observed: ObservedSpace | None = None,
     ) -> None:
         self._state = state
@@ -141,11 +148,18 @@ class PeriodicReconciler:
         self._kicked = asyncio.Event()
         self._owner = owner
         self._repair = repair
+        self._owns = owns
+        self._catch_up = catch_up
 
     async def run_once(self) -> list[Drift]:
         found: list[Drift] = []
         for cluster in list(self._state.clusters.values()):
+            if not self._owns(cluster.id):
+                continue
             taken = await self._inventory.take(cluster)
+            await self._catch_up()  # after the nodes were read: anything of ours there is in state by now
+            if not self._owns(cluster.id):
+                continue
             if self._observed is not None:
                 self._observed.update(taken.space, self._state.usage(cluster.id))
             drift = [
@@ -157,14 +171,20 @@ class PeriodicReconciler:
                 metrics.DRIFT_FOUND.labels(item.kind).inc()
                 log.warning("drift: %s %s: %s", item.kind, item.subject, item.detail)
                 if self._repair:
-                    try:
-                        await self._inventory.repair(cluster, item)
-                    except ProvisionerError as e:
-                        log.error("drift %s %s not repaired: %s", item.kind, item.subject, e)
-                        continue
-                    metrics.DRIFT_REPAIRED.labels(item.kind).inc()
+                    await self._repair_one(cluster, item)
             found += drift
         return found
+
+    async def _repair_one(self, cluster: Cluster, item: Drift) -> None:
+        if not self._owns(cluster.id):
+            log.info("drift %s %s left to the new owner of cluster %s", item.kind, item.subject, cluster.id)
+            return
+        try:
+            await self._inventory.repair(cluster, item)
+        except ProvisionerError as e:
+            log.error("drift %s %s not repaired: %s", item.kind, item.subject, e)
+            return
+        metrics.DRIFT_REPAIRED.labels(item.kind).inc()
 
     def kick(self) -> None:
         """Ask for a pass now (the daemon calls it when it is assigned partitions)."""

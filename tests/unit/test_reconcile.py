@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -25,6 +27,7 @@ from provisioner.domain import (
 )
 from provisioner.planning.placement import ObservedSpace
 from provisioner.reconcile.drift import (
+    Drift,
     Inventory,
     NodeBrick,
     bricks_from_images,
@@ -32,6 +35,9 @@ from provisioner.reconcile.drift import (
     find_drift,
     with_mounts,
 )
+from provisioner.reconcile.inventory import NodeInventory
+from provisioner.reconcile.runs import PeriodicReconciler
+from provisioner.state import DesiredState, StateChange
 from provisioner.storage.parsing import (
     BrickInfo,
     UnparsableOutput,
@@ -266,3 +272,72 @@ def test_an_unfinished_brick_move_is_reported_as_interrupted() -> None:
     [drift] = find_drift(CLUSTER, [moving], healthy(volume(4)), OWNER)
     assert (drift.kind, drift.repairable) == ("interrupted", False)
     assert "--evacuate" in drift.detail
+
+
+# --- the daemon's periodic pass, among replicas ------------------------------------------------
+
+
+class Nodes:
+    """A NodeInventory that shows what ``holds`` says and records what it is asked to remove."""
+
+    def __init__(self, *holds: Volume) -> None:
+        self.holds = holds
+        self.taken = 0
+        self.removed: list[str] = []
+
+    async def take(self, cluster: Cluster) -> Inventory:
+        self.taken += 1
+        return healthy(*self.holds)
+
+    async def repair(self, cluster: Cluster, drift: Drift) -> None:
+        self.removed.append(drift.subject)
+
+
+def pass_over(
+    nodes: Nodes, *, owns: Callable[[str], bool], later: tuple[Volume, ...] = ()
+) -> tuple[PeriodicReconciler, DesiredState]:
+    """A pass over CLUSTER holding volume 1 in state; ``later``: volumes whose records the catch-up
+    brings (another replica, or a lane of ours, recorded them while the nodes were being read)."""
+    state = DesiredState()
+    state.apply(StateChange.put_cluster(CLUSTER))
+    state.apply(StateChange.put_volume(volume(1)))
+
+    async def catch_up() -> int:
+        for v in later:
+            state.apply(StateChange.put_volume(v))
+        return len(later)
+
+    reconciler = PeriodicReconciler(
+        state, cast(NodeInventory, nodes), owner=OWNER, repair=True, owns=owns, catch_up=catch_up
+    )
+    return reconciler, state
+
+
+async def test_a_replica_leaves_clusters_it_does_not_own_alone() -> None:
+    nodes = Nodes(volume(1), volume(2))
+    reconciler, _ = pass_over(nodes, owns=lambda cluster: False)
+    assert await reconciler.run_once() == []
+    assert nodes.taken == 0 and nodes.removed == []
+
+
+async def test_volumes_recorded_while_the_nodes_were_read_are_not_orphans() -> None:
+    nodes = Nodes(volume(1), volume(2))
+    reconciler, _ = pass_over(nodes, owns=lambda cluster: True, later=(volume(2),))
+    assert await reconciler.run_once() == []
+    assert nodes.removed == []
+
+
+async def test_a_cluster_that_moves_away_mid_pass_is_not_repaired() -> None:
+    nodes = Nodes(volume(1), volume(2))
+    answers = iter([True, True])  # owned when the pass starts and after the catch-up, then not
+    reconciler, _ = pass_over(nodes, owns=lambda cluster: next(answers, False))
+    found = await reconciler.run_once()
+    assert {d.kind for d in found} == {"orphan_volume", "orphan_brick"}
+    assert nodes.removed == []
+
+
+async def test_an_owned_cluster_gets_its_true_orphans_removed() -> None:
+    nodes = Nodes(volume(1), volume(2))
+    reconciler, _ = pass_over(nodes, owns=lambda cluster: True)
+    await reconciler.run_once()
+    assert sorted(nodes.removed) == sorted([hexid(2000), hexid(2001), hexid(2002), "vol_2"])

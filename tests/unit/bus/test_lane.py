@@ -12,8 +12,9 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 
 from provisioner.bus.lane import Lane
-from provisioner.bus.publisher import PartitionPublisher
+from provisioner.bus.publisher import PartitionPublisher, Position
 from provisioner.bus.records import Outgoing, Records, Topics
+from provisioner.bus.state_topic import StateTopicReader
 from provisioner.delivery.ledger import Ledger, ledger_key
 from provisioner.delivery.outcome import IntentWriter, Outcome
 from provisioner.delivery.schedule import Keys
@@ -21,6 +22,7 @@ from provisioner.errors import KafkaUnavailable
 from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
 from provisioner.handling.results import succeeded
+from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange
 
 TP = TopicPartition("requests", 0)
@@ -54,12 +56,14 @@ class FakePublisher:
     fail_at: set[int] = field(default_factory=set)
     calls: int = 0
 
-    async def publish(self, messages: Sequence[Outgoing], *, commit_offset: int | None = None) -> None:
+    async def publish(self, messages: Sequence[Outgoing], *, commit_offset: int | None = None) -> list[Position]:
         self.calls += 1
         await asyncio.sleep(0)
         if self.calls in self.fail_at:
             raise KafkaUnavailable("transaction aborted by the broker")
+        first = sum(len(t.messages) for t in self.committed)
         self.committed.append(Transaction(list(messages), commit_offset))
+        return [(0, first + i) for i in range(len(messages))]
 
     def offsets(self) -> list[int]:
         return [t.commit_offset for t in self.committed if t.commit_offset is not None]
@@ -128,11 +132,13 @@ def keys_of(event: Event) -> Keys | None:
 def lane(
     handler: Handler, publisher: FakePublisher, *, start: int = 0, ledger: Ledger | None = None, **kw: Any
 ) -> Lane:
+    ledger = ledger or Ledger()
+    reader = StateTopicReader(KafkaSettings(), DesiredState(), ledger)
     return Lane(
         TP,
         cast(PartitionPublisher, publisher),
-        state=DesiredState(),
-        ledger=ledger or Ledger(),
+        ledger=ledger,
+        applied=reader.applied,
         handler=handler,
         keys_of=keys_of,
         records=Records(TOPICS),
