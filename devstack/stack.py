@@ -8,8 +8,10 @@ are no skips: a missing part is a failing test.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +142,16 @@ def load_stack() -> Stack:
     return Stack(env=read_env(DEV_STATE / "provisioner.env"), gluster=read_env(DEV_STATE / "gluster" / "env"))
 
 
+def die_with_parent() -> None:
+    """In a test's child process: SIGTERM it when the test runner dies (killed, timed out), so a
+    daemon never outlives its test and keeps taking partitions of the shared broker."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Daemon:
     """``provisioner run`` (or another long-running command, such as ``watch``) as a real child process."""
 
@@ -170,7 +182,11 @@ class Daemon:
         )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "provisioner", self.command], env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "provisioner", self.command],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
 
     async def wait_ready(self, timeout: float = 90) -> None:

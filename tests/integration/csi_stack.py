@@ -29,6 +29,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.stack import die_with_parent
 from provisioner.csi import mountinfo
 from provisioner.csi.attributes import volume_attributes
 from provisioner.csi.mountinfo import MountEntry
@@ -233,7 +234,9 @@ class Driver:
             *self.args,
         ]
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
