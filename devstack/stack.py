@@ -286,6 +286,11 @@ class TopicReader:
         for records in batches.values():
             self.records += [(r.key, r.value, list(r.headers)) for r in records]
 
+    def terminal_count(self, request_id: str) -> int:
+        """How many terminal results for ``request_id`` have been read so far."""
+        events = (decode_result(value) for _, value, _ in self.records)
+        return sum(1 for e in events if is_terminal(e.type) and getattr(e.data, "request_id", None) == request_id)
+
     async def wait_result(self, request_id: str, timeout: float = 240) -> Event:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

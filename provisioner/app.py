@@ -21,7 +21,7 @@ from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.errors import KafkaUnavailable
 from provisioner.executor import Executor
-from provisioner.executor.fault import CrashAfter
+from provisioner.executor.fault import Countdown, CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import ssh_executor
 from provisioner.handling.dispatch import RequestHandler
@@ -44,9 +44,10 @@ async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     executor: Executor = MeasuredExecutor(ssh_executor(settings))
-    if settings.worker.crash_after:
+    countdown = Countdown(settings.worker.crash_after) if settings.worker.crash_after else None
+    if countdown is not None:
         log.warning("crash injection armed: %s", settings.worker.crash_after)
-        executor = CrashAfter(executor, settings.worker.crash_after)
+        executor = CrashAfter(executor, countdown)
     state = DesiredState()
     observed = ObservedSpace()  # the devices' room as the nodes report it, refreshed by reconcile passes
     reader = StateTopicReader(settings.kafka, state)
@@ -78,6 +79,7 @@ async def run(settings: Settings) -> None:
         max_in_flight=settings.worker.max_in_flight,
         grace=settings.worker.shutdown_grace,
         on_assigned=drift.kick,  # a pass when partitions (clusters) come to this daemon
+        passed=countdown.passed if countdown is not None else None,
     )
 
     state_check = StateCheck(state)

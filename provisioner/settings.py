@@ -97,7 +97,8 @@ class WorkerSettings(Group):
     crash_after: str = Field(
         "",
         pattern=r"^([a-z_.]+:[1-9][0-9]*)?$",
-        description="Tests only: exit right after the Nth matching node command (COMMAND:N, e.g. mkfs.xfs:1).",
+        description="Tests only: exit at the Nth passing of a point (POINT:N): a node command (mkfs.xfs:1) "
+        "or a transaction phase (transaction_sent:2, transaction_committed:1).",
     )
     shutdown_grace: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds in-flight work may take to finish after SIGTERM."

@@ -65,9 +65,12 @@ class RequestLoop:
         max_in_flight: int,
         grace: float,
         on_assigned: Callable[[], None] | None = None,
+        passed: Callable[[str], None] | None = None,
     ) -> None:
+        """``passed``: handed to every partition's publisher (crash injection at transaction phases)."""
         self._settings = settings
         self._on_assigned = on_assigned
+        self._passed = passed
         self._reader = reader
         self._handler = handler
         self._keys_of = keys_of
@@ -155,7 +158,7 @@ class RequestLoop:
         self._breaks[tp] = (lane.broken.offset, times + 1 if offset == lane.broken.offset else 1)
 
     async def _set_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-        publisher = PartitionPublisher(self._settings, tp)
+        publisher = PartitionPublisher(self._settings, tp, passed=self._passed)
         try:
             await publisher.start()  # first: fences a zombie before we read what it wrote
             applied = await self._reader.catch_up()

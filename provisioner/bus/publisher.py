@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -53,9 +53,14 @@ def transactional_id(settings: KafkaSettings, partition: TopicPartition) -> str:
 
 
 class PartitionPublisher:
-    def __init__(self, settings: KafkaSettings, partition: TopicPartition) -> None:
+    def __init__(
+        self, settings: KafkaSettings, partition: TopicPartition, *, passed: Callable[[str], None] | None = None
+    ) -> None:
+        """``passed``: told each phase of every transaction (``transaction_sent``, ``transaction_committed``);
+        crash-injection tests stop the process there (``executor.fault``)."""
         self._settings = settings
         self.partition = partition
+        self._passed = passed or (lambda point: None)
         self._producer = idempotent_producer(settings, transactional_id=transactional_id(settings, partition))
 
     async def start(self) -> None:
@@ -75,10 +80,12 @@ class PartitionPublisher:
                     for m in messages
                 ]
                 delivered = await asyncio.gather(*deliveries)
+                self._passed("transaction_sent")
                 if commit_offset is not None:
                     await self._producer.send_offsets_to_transaction(
                         {self.partition: OffsetAndMetadata(commit_offset, "")}, self._settings.group_id
                     )
+            self._passed("transaction_committed")
             return [(d.partition, d.offset) for d in delivered]
         except ProducerFenced as e:
             raise PartitionLost(f"{self.partition} was taken over by another producer") from e

@@ -1,6 +1,8 @@
 """Crash injection on the real stack: the daemon dies right after each distinct node step of a create,
-is restarted, and the volume ends complete with ``reconcile`` reporting no drift; deleting it then
-leaves nothing on the nodes, and ``reconcile`` still reports none."""
+and in the middle of each of its Kafka transactions (records on the broker, commit not asked; and
+committed, nothing applied in memory), is restarted, and the request gets exactly one result, the
+volume ends complete with ``reconcile`` reporting no drift; deleting it then leaves nothing on the
+nodes, and ``reconcile`` still reports none."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, encode, new_event
-from provisioner.executor.fault import CRASH_EXIT_CODE
+from provisioner.executor.fault import CRASH_EXIT_CODE, TRANSACTION_POINTS
 from provisioner.storage import commands
 from provisioner.storage.parsing import parse_volume_info
 
@@ -31,6 +33,10 @@ STEPS = [
     "gluster_volume_set",
     "gluster_volume_start",
 ]
+# The crashing daemon's transactions: 1 answers the topology load, then the create's intent (2), its
+# progress event (3) and its result with the offset (4).
+TRANSACTIONS = [f"{phase}:{n}" for phase in TRANSACTION_POINTS for n in (2, 3, 4)]
+POINTS = [f"{step}:1" for step in STEPS] + TRANSACTIONS
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +44,13 @@ def own(stack: Stack) -> Stack:
     return dataclasses.replace(stack, prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
-@pytest.mark.parametrize("step", STEPS)
-async def test_crash_after_each_node_step_of_a_create(own: Stack, tmp_path: Path, step: str) -> None:
+@pytest.mark.parametrize("point", POINTS)
+async def test_a_crash_at_any_point_of_a_create_leaves_one_result_and_no_drift(
+    own: Stack, tmp_path: Path, point: str
+) -> None:
     stack = own
-    crashing = Daemon(stack, tmp_path / "crash.log", extra_env={"PROVISIONER_WORKER__CRASH_AFTER": f"{step}:1"})
+    step = point.split(":")[0]
+    crashing = Daemon(stack, tmp_path / "crash.log", extra_env={"PROVISIONER_WORKER__CRASH_AFTER": point})
     crashing.start()
     await crashing.wait_ready()
     await load_topology(stack, "crash")
@@ -54,11 +63,15 @@ async def test_crash_after_each_node_step_of_a_create(own: Stack, tmp_path: Path
         await produce(stack, value, key=b"crash", headers=headers)
         assert crashing.process is not None
         code = crashing.process.wait(timeout=120)
-        assert code == CRASH_EXIT_CODE, f"the daemon did not crash after {step}:\n{crashing.tail()}"
+        assert code == CRASH_EXIT_CODE, f"the daemon did not crash at {point}:\n{crashing.tail()}"
         daemon = Daemon(stack, tmp_path / "after.log")
         daemon.start()
         try:
             result = await results.wait_result(request.id, timeout=180)
+            await daemon.wait_ready()
+            for _ in range(6):  # a second answer would come now, from the redelivered request
+                await results.poll(0.5)
+            assert results.terminal_count(request.id) == 1, f"more than one result after a crash at {point}"
         except BaseException:
             daemon.stop()
             raise
