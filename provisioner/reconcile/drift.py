@@ -78,9 +78,14 @@ def find_drift(
     *,
     stale: Callable[[Volume], bool] = lambda _: False,
 ) -> list[Drift]:
-    """Every difference for one cluster, in a stable order (kind, subject)."""
-    volumes = [v for v in desired if v.cluster == cluster.id]
-    by_id = {v.id: v for v in volumes}
+    """Every difference for one cluster, in a stable order (kind, subject).
+
+    ``desired`` is every volume the deployment knows, of every cluster: a thing of ours on the
+    nodes is an orphan only when *no* record names it. Clusters may share nodes (a pool carved
+    into several clusters, or the dev stack's), so one cluster's nodes show another's volumes, and
+    judging them against this cluster's records alone would delete a live volume."""
+    known = {v.id: v for v in desired}
+    volumes = [v for v in known.values() if v.cluster == cluster.id]
     found: list[Drift] = []
     hosts = {n.id: n.manage for n in cluster.nodes}
     down = set(inventory.unreachable)
@@ -88,7 +93,7 @@ def find_drift(
     if inventory.volumes is not None:
         actual = {info.name: info for info in inventory.volumes}
         for info in inventory.volumes:
-            if tags.is_ours(info.options, owner) and info.options[tags.ID_OPTION] not in by_id:
+            if tags.is_ours(info.options, owner) and info.options[tags.ID_OPTION] not in known:
                 found.append(
                     Drift(
                         "orphan_volume",
@@ -137,7 +142,7 @@ def find_drift(
     for seen in inventory.bricks:
         if seen.owner != owner:
             continue
-        record = by_id.get(VolumeId(seen.volume or ""))
+        record = known.get(VolumeId(seen.volume or ""))
         if record is not None and any(b.id == seen.brick and b.device == seen.device for b in record.bricks):
             continue
         why = "no volume record names it" if record is None else f"volume {record.name} has no such brick"

@@ -163,9 +163,7 @@ class PeriodicReconciler:
             if self._observed is not None:
                 self._observed.update(taken.space, self._state.usage(cluster.id))
             drift = [
-                d
-                for d in find_drift(cluster, self._state.volumes_of(cluster.id), taken, self._owner)
-                if d.kind in ORPHANS
+                d for d in find_drift(cluster, self._state.volumes.values(), taken, self._owner) if d.kind in ORPHANS
             ]
             for item in drift:
                 metrics.DRIFT_FOUND.labels(item.kind).inc()

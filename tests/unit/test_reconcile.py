@@ -137,6 +137,19 @@ def test_another_deployments_things_are_never_drift() -> None:
     assert find_drift(CLUSTER, [], untagged, OWNER) == []
 
 
+def test_another_clusters_volume_on_shared_nodes_is_not_an_orphan() -> None:
+    """Two clusters carved from one pool: c1's nodes show c2's volume and bricks, which c2's record
+    names; judging them against c1's records alone deleted live volumes under RECONCILE_REPAIR."""
+    neighbour = dataclasses.replace(volume(2), cluster=ClusterId("c2"))
+    assert find_drift(CLUSTER, [volume(1), neighbour], healthy(volume(1), neighbour), OWNER) == []
+    assert [d.kind for d in find_drift(CLUSTER, [volume(1)], healthy(volume(1), neighbour), OWNER)] == [
+        "orphan_brick",
+        "orphan_brick",
+        "orphan_brick",
+        "orphan_volume",
+    ]
+
+
 def test_missing_volume_and_brick_are_reported_not_repaired() -> None:
     nodes = healthy(volume(1))
     without_gluster = dataclasses.replace(nodes, volumes=())
