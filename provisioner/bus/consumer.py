@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -41,6 +42,24 @@ PARTITIONER = DefaultPartitioner()
 """The producers' own choice of partition for a key, so ``owns`` agrees with where requests land."""
 SETUP_RETRY = 2.0
 """Seconds before a partition whose set-up failed is tried again."""
+
+
+def consumer_options(settings: KafkaSettings, *, grace: float, batch: int) -> dict[str, Any]:
+    """The request consumer's settings. Offsets move only inside our transactions, records of aborted
+    transactions are never seen, and the group waits for a member's revoke drain (the grace period,
+    then its last commit) instead of evicting it mid-commit and handing its partition to another."""
+    return {
+        "bootstrap_servers": settings.bootstrap,
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "max_poll_records": batch,
+        "session_timeout_ms": int(settings.session_timeout * 1000),
+        "heartbeat_interval_ms": max(100, int(settings.session_timeout * 1000 / 4)),
+        "rebalance_timeout_ms": int((grace + settings.request_timeout) * 1000),
+        "request_timeout_ms": int(settings.request_timeout * 1000),
+    }
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -87,20 +106,7 @@ class RequestLoop:
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap,
-            group_id=self._settings.group_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_poll_records=self._max_in_flight,
-            session_timeout_ms=int(self._settings.session_timeout * 1000),
-            heartbeat_interval_ms=max(100, int(self._settings.session_timeout * 1000 / 4)),
-            # a member drains its lanes within the grace period when partitions are revoked; the
-            # group must wait for that rather than evict it mid-commit
-            rebalance_timeout_ms=int((self._grace + self._settings.request_timeout) * 1000),
-            request_timeout_ms=int(self._settings.request_timeout * 1000),
-        )
+        consumer = AIOKafkaConsumer(**consumer_options(self._settings, grace=self._grace, batch=self._max_in_flight))
         consumer.subscribe([self._settings.requests_topic], listener=_Listener(self))
         try:
             await consumer.start()
