@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from provisioner.bus.records import Records, Topics
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import VolumeId, VolumeStatus
 from provisioner.errors import HostKeyRejected, NodeUnreachable
 from provisioner.events import catalog, models, results
 from provisioner.events.envelope import Event, new_event
+from provisioner.events.models import MESSAGE_LIMIT
 from provisioner.executor import Argv, CommandResult
 from tests.fakes import FakeVolume, World, default_topology, failure, provisioned, xml
 
@@ -69,6 +71,27 @@ async def test_gluster_failure_rolls_back_every_brick() -> None:
     assert "disk on fire" in outcome.result.data.message
     assert world.nodes.mounts == {} and world.nodes.files == set()
     assert world.state.volumes == {}
+
+
+async def test_a_huge_node_error_gives_a_bounded_result_that_can_be_published() -> None:
+    """2 MB of stderr from a node made a result over the broker's limit; the lane broke on it and each
+    retry re-ran the whole provision on the nodes. The result keeps a bounded head of the text."""
+    world = World()
+    await world.load()
+
+    def flood(host: str, argv: Argv) -> CommandResult | None:
+        if "create" in argv:
+            return CommandResult(host, argv, 1, "", "disk on fire " + "x" * 2_000_000)
+        return None
+
+    world.nodes.faults.append(flood)
+    outcome = await world.provision(name="v2")
+    assert isinstance(outcome.result.data, results.RequestFailed)
+    assert "disk on fire" in outcome.result.data.message
+    assert len(outcome.result.data.message) <= MESSAGE_LIMIT
+    record = Records(Topics(results="results", state="state", dlq="dlq")).result(outcome)
+    assert record.size < 64 * 1024
+    assert world.nodes.mounts == {} and world.state.volumes == {}
 
 
 async def test_busy_gluster_is_retried() -> None:
