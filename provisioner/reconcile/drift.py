@@ -143,8 +143,8 @@ def find_drift(
         if seen.owner != owner:
             continue
         record = known.get(VolumeId(seen.volume or ""))
-        if record is not None and any(b.id == seen.brick and b.device == seen.device for b in record.bricks):
-            continue
+        if record is not None and any(b.id == seen.brick for b in record.bricks):
+            continue  # by id alone: on shared nodes one directory is a device of each cluster
         why = "no volume record names it" if record is None else f"volume {record.name} has no such brick"
         found.append(
             Drift(

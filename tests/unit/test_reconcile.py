@@ -142,6 +142,12 @@ def test_another_clusters_volume_on_shared_nodes_is_not_an_orphan() -> None:
     names; judging them against c1's records alone deleted live volumes under RECONCILE_REPAIR."""
     neighbour = dataclasses.replace(volume(2), cluster=ClusterId("c2"))
     assert find_drift(CLUSTER, [volume(1), neighbour], healthy(volume(1), neighbour), OWNER) == []
+    # c2's devices are the same directories: c1's inventory names c2's bricks by c1's device ids
+    theirs = dataclasses.replace(
+        neighbour,
+        bricks=tuple(dataclasses.replace(b, device=DeviceId(hexid(900 + i))) for i, b in enumerate(neighbour.bricks)),
+    )
+    assert find_drift(CLUSTER, [volume(1), theirs], healthy(volume(1), neighbour), OWNER) == []
     assert [d.kind for d in find_drift(CLUSTER, [volume(1)], healthy(volume(1), neighbour), OWNER)] == [
         "orphan_brick",
         "orphan_brick",
