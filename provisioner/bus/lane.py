@@ -14,6 +14,9 @@ each finished record commits (``delivery.commits``). This module only drives the
   committed offset), so a redelivered request is answered exactly once. A record whose commit
   keeps failing is dead-lettered (``poison``), so no record can hold its partition.
 * nothing escapes unanswered: a handler that crashes parks its request as a dead letter.
+
+Its length (over 300 lines) is the asyncio driving of one lane, kept whole so that the order of
+commit, apply and break can be read in one place.
 """
 
 from __future__ import annotations

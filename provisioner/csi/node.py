@@ -21,6 +21,9 @@ a failed stage no mount.
 
 Calls on one volume are serialised (kubelet may publish a volume to two pods at once); calls on
 different volumes run concurrently.
+
+Its length (over 300 lines) is the four mount calls and their idempotence cases; the read-only
+calls and the validation already live apart (``inspection``, ``validation``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ string. Values come from validated models (ids are hex, names match strict patte
 transport passes argv through unchanged, so no event field can alter a command's shape. The one
 shell use, editing fstab under a lock, runs a constant script and hands every value over as a
 positional parameter. Golden tests pin these lists; change them only together with the tests.
+
+Its length (over 300 lines) is one small builder per node command: having every argv the project
+can run in one file is what makes it auditable.
 """
 
 from __future__ import annotations

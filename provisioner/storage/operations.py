@@ -6,6 +6,9 @@ deleted). Nothing here retries: a temporary failure (a node that does not answer
 is raised as its type, and the request's one retry owner (``handling.retry``) decides. The gluster
 CLI runs on the manage host of the volume's first node that answers (``storage.gluster``).
 Brick moves for evacuation are in ``storage.moves``.
+
+Its length (over 300 lines) is the lifecycle's steps side by side, create and delete mirrored, so
+that each step's inverse sits next to it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from devstack.stack import die_with_parent
+from devstack.stack import die_with_parent, read_env
 from provisioner.csi import mountinfo
 from provisioner.csi.attributes import volume_attributes
 from provisioner.csi.mountinfo import MountEntry
@@ -43,15 +43,6 @@ SSH_FAILED = 255  # ssh's own exit status when it could not connect or authentic
 
 class SshUnreachable(RuntimeError):
     """ssh could not reach the node (its sshd is down, for instance)."""
-
-
-def read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, eq, value = line.partition("=")
-        if eq and not line.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
 
 
 def free_port() -> int:

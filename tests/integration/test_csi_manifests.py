@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with kubernetes-asyncio; no stubs installed
 
+from devstack.stack import read_env
 from provisioner.csi.settings import CsiSettings
-from tests.integration.csi_stack import DEV_STATE, REPO, read_env
+from tests.integration.csi_stack import DEV_STATE, REPO
 
 pytestmark = pytest.mark.integration
 MANIFESTS = REPO / "deploy" / "kubernetes" / "csi"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from devstack.stack import Stack
+from devstack.stack import Stack, TopicReader
 from provisioner.bus.publisher import PartitionPublisher
-from provisioner.bus.records import Records, Topics
+from provisioner.bus.records import Outgoing, Records, Topics
 from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.domain import Cluster, ClusterId, Replicate, Volume, VolumeId, VolumeStatus
+from provisioner.errors import KafkaUnavailable
 from provisioner.settings import KafkaSettings
 from provisioner.state import DesiredState, StateChange
 
@@ -77,3 +78,38 @@ async def test_state_written_in_transactions_is_rebuilt_by_a_new_reader(stack: S
     assert state.clusters == {cluster.id: cluster}
     assert state.volumes == {keep.id: keep}
     assert state.volume_named(cluster.id, "keep") == keep
+
+
+async def test_a_record_the_broker_refuses_fails_its_whole_transaction(stack: Stack) -> None:
+    """Every send's delivery is checked before the commit: a record the broker refuses (here, over a
+    topic's ``max.message.bytes``, which the producer cannot know) fails the transaction, nothing of
+    it becomes visible, and a fresh publisher with the same transactional id commits again."""
+    settings = kafka_settings(stack, "refused")
+    await ensure_topics(settings)
+    small = f"{settings.results_topic}.small"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "1024"})])
+    finally:
+        await admin.close()
+    partition = TopicPartition(settings.requests_topic, 0)
+    first = PartitionPublisher(settings, partition)
+    await first.start()
+    try:
+        with pytest.raises(KafkaUnavailable):
+            await first.publish(
+                [Outgoing(settings.results_topic, None, b"lost", []), Outgoing(small, None, b"x" * 8192, [])]
+            )
+    finally:
+        await first.stop()
+    second = PartitionPublisher(settings, partition)
+    await second.start()
+    try:
+        await second.publish([Outgoing(settings.results_topic, None, b"after", [])])
+    finally:
+        await second.stop()
+    async with TopicReader(stack, settings.results_topic) as reader:
+        await reader.poll(2.0)
+        values = [value for _, value, _ in reader.records]
+    assert values == [b"after"]

@@ -24,6 +24,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 
 from devstack.kube import DEV_STATE, REPO, api_client, ensure_kube
+from devstack.stack import read_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +34,6 @@ NODE_ENV = DEV_STATE / "node" / "env"
 UP_TIMEOUT = 3600.0
 POD_TIMEOUT = 120.0
 GONE_TIMEOUT = 90.0
-
-
-def read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, eq, value = line.partition("=")
-        if eq and not line.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
 
 
 def ensure_node() -> dict[str, str]:
