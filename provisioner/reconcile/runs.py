@@ -25,7 +25,7 @@ from provisioner.events import catalog, models
 from provisioner.events.envelope import Event, new_event
 from provisioner.executor.ssh import ssh_executor
 from provisioner.planning.placement import ObservedSpace
-from provisioner.reconcile.drift import Drift, find_drift
+from provisioner.reconcile.drift import Drift, Inventory, find_drift
 from provisioner.reconcile.inventory import NodeInventory
 from provisioner.settings import Settings
 from provisioner.state import VOLUME_PREFIX, DesiredState
@@ -162,9 +162,9 @@ class PeriodicReconciler:
                 continue
             if self._observed is not None:
                 self._observed.update(taken.space, self._state.usage(cluster.id))
-            drift = [
-                d for d in find_drift(cluster, self._state.volumes.values(), taken, self._owner) if d.kind in ORPHANS
-            ]
+            drift = self._orphans(cluster, taken)
+            if drift:
+                drift = await self._confirmed(cluster, drift)
             for item in drift:
                 metrics.DRIFT_FOUND.labels(item.kind).inc()
                 log.warning("drift: %s %s: %s", item.kind, item.subject, item.detail)
@@ -172,6 +172,21 @@ class PeriodicReconciler:
                     await self._repair_one(cluster, item)
             found += drift
         return found
+
+    def _orphans(self, cluster: Cluster, taken: Inventory) -> list[Drift]:
+        every = find_drift(cluster, self._state.volumes.values(), taken, self._owner)
+        return [d for d in every if d.kind in ORPHANS]
+
+    async def _confirmed(self, cluster: Cluster, drift: list[Drift]) -> list[Drift]:
+        """What a second read of the nodes, against state caught up after it, still calls orphans.
+
+        A delete in flight removes its bricks, then its record: a read of the nodes taken before the
+        bricks went, judged against state caught up after the record went, shows orphans that are
+        already gone. They are not drift, and counting them would page someone."""
+        again = await self._inventory.take(cluster)
+        await self._catch_up()
+        still = {(d.kind, d.subject) for d in self._orphans(cluster, again)}
+        return [d for d in drift if (d.kind, d.subject) in still]
 
     async def _repair_one(self, cluster: Cluster, item: Drift) -> None:
         if not self._owns(cluster.id):

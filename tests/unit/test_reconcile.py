@@ -299,14 +299,16 @@ def test_an_unfinished_brick_move_is_reported_as_interrupted() -> None:
 class Nodes:
     """A NodeInventory that shows what ``holds`` says and records what it is asked to remove."""
 
-    def __init__(self, *holds: Volume) -> None:
+    def __init__(self, *holds: Volume, then: tuple[Volume, ...] | None = None) -> None:
+        """``then``: what the nodes hold from the second read on (a delete finished meanwhile)."""
         self.holds = holds
+        self.then = then
         self.taken = 0
         self.removed: list[str] = []
 
     async def take(self, cluster: Cluster) -> Inventory:
         self.taken += 1
-        return healthy(*self.holds)
+        return healthy(*(self.holds if self.taken == 1 or self.then is None else self.then))
 
     async def repair(self, cluster: Cluster, drift: Drift) -> None:
         self.removed.append(drift.subject)
@@ -360,3 +362,12 @@ async def test_an_owned_cluster_gets_its_true_orphans_removed() -> None:
     reconciler, _ = pass_over(nodes, owns=lambda cluster: True)
     await reconciler.run_once()
     assert sorted(nodes.removed) == sorted([hexid(2000), hexid(2001), hexid(2002), "vol_2"])
+
+
+async def test_a_delete_that_finishes_during_the_pass_is_no_drift() -> None:
+    """The nodes were read while volume 2's delete ran (its bricks still there), state was caught up
+    after its record went: the second read no longer shows them, so nothing is counted or removed."""
+    nodes = Nodes(volume(1), volume(2), then=(volume(1),))
+    reconciler, _ = pass_over(nodes, owns=lambda cluster: True)
+    assert await reconciler.run_once() == []
+    assert nodes.taken == 2 and nodes.removed == []
