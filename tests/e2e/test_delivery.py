@@ -14,8 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from hypothesis import strategies as st
 from hypothesis.errors import NonInteractiveExampleWarning
+from pydantic import ValidationError
 
 from devstack.stack import Daemon, Stack, TopicReader, load_topology, produce
 from provisioner.events import catalog, models, results
@@ -84,9 +87,16 @@ async def existing(stack: Stack, names: list[str]) -> list[str]:
         await ssh.close()
 
 
+def _no_drift(stack: Stack, cluster: str) -> None:
+    """``provisioner reconcile`` agrees: every brick and volume on the nodes is one state names, once."""
+    checked = stack.cli("reconcile", "--cluster", cluster)
+    assert checked.returncode == 0 and "no drift" in checked.stdout, f"{checked.stdout}{checked.stderr}"
+
+
 async def test_kill_9_at_random_moments_during_a_burst(own: Stack, tmp_path: Path) -> None:
+    """20 kill -9 + restart rounds during a burst of 30 provisions (some land mid-commit): one result
+    each, and ``provisioner reconcile`` finds no orphan, no lost brick and no volume twice."""
     stack = own
-    """20 kill -9 + restart rounds during a burst of 30 provisions: one result each, no volume twice."""
     daemon = Daemon(stack, tmp_path / "daemon.log")
     daemon.start()
     await daemon.wait_ready()
@@ -107,12 +117,14 @@ async def test_kill_9_at_random_moments_during_a_burst(own: Stack, tmp_path: Pat
         counts = await collect(stack, {r.id for r in requests}, timeout=300)
         assert counts == Counter({r.id: 1 for r in requests}), "exactly one terminal result per request"
         assert sorted(await existing(stack, names)) == sorted(names)
+        _no_drift(stack, cluster)
 
         deletes = [delete(cluster, name) for name in names]
         await send(stack, deletes)
         counts = await collect(stack, {d.id for d in deletes}, timeout=300)
         assert counts == Counter({d.id: 1 for d in deletes})
         assert await existing(stack, names) == []
+        _no_drift(stack, cluster)
     finally:
         daemon.stop()
 
@@ -168,6 +180,8 @@ async def test_replicas_that_repair_drift_never_touch_what_state_owns(own: Stack
         assert counts == Counter({r.id: 1 for r in provisions})
         await asyncio.sleep(3.0)  # a few more passes of every replica over the new volumes
         assert sorted(await existing(stack, names)) == sorted(names), "a replica removed a volume state owns"
+        for cluster in clusters:  # nor a brick: no missing one, and no orphan either
+            _no_drift(stack, cluster)
         deletes = [delete(clusters[i % 3], name) for i, name in enumerate(names)]
         await send(stack, deletes)
         await collect(stack, {d.id for d in deletes}, timeout=300)
@@ -212,47 +226,132 @@ def _bad_event() -> st.SearchStrategy[tuple[bytes, bytes | None]]:
     return st.one_of(st.tuples(junk, st.sampled_from([b"fuzz", None])), valid_but_wrong_key)
 
 
-async def test_a_thousand_malformed_events_interleaved_with_valid_ones(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """1,000 malformed events drawn from hypothesis strategies, 50 valid ones shuffled in."""
-    rnd = random.Random(1000)
+Input = tuple[bytes, bytes | None, list[tuple[str, bytes]]]
+
+
+def _hostile_inputs(rnd: random.Random) -> list[Input]:
+    """At least 10,000 requests no daemon could handle, of every kind the issue of hardening names."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-        bad = [_bad_event().example() for _ in range(1000)]
+        drawn = [_bad_event().example() for _ in range(1500)]
+    inputs: list[Input] = [(value, key, []) for value, key in drawn]
+    inputs += [(rnd.randbytes(rnd.randint(1, 300)), b"fuzz", []) for _ in range(8500)]
+    for depth in (500, 1000, 5000, 100_000, 900_000):  # deep nesting, in and out of a valid envelope
+        inputs.append((b"[" * depth, b"fuzz", []))
+        inputs.append((b'{"a":' * min(depth, 150_000), b"fuzz", []))
+        envelope = encode(delete("fuzz", "deep"))[0]
+        inputs.append((envelope.replace(b'"name":"deep"', b'"name":' + b"[" * min(depth, 150_000)), b"fuzz", []))
+    for digits in (4300, 4301, 5000, 100_000):  # integers longer than Python converts
+        inputs.append((b"9" * digits, b"fuzz", []))
+        big = encode(provision("fuzz", "big"))[0].replace(b'"size":1073741824', b'"size":' + b"9" * digits)
+        inputs.append((big, b"fuzz", []))
+    for field, wrong in _wrong_types():  # every field of a provision, each wrong type
+        data = {"cluster": "fuzz", "size": GiB, "name": "wrong", field: wrong}
+        try:  # a value of the right type after all ("yes" is a fine name) is no hostile input
+            models.ProvisionVolume.model_validate(data)
+            continue
+        except ValidationError:
+            pass
+        body = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/fuzz", "type": catalog.PROVISION_REQUESTED}
+        inputs.append((json.dumps({**body, "data": data}).encode(), b"fuzz", []))
+    pad = {"specversion": "1.0", "id": "x", "source": "/fuzz", "type": catalog.DELETE_REQUESTED}
+    for size in (899 * 1024, 901 * 1024, 1024 * 1024 - 200):  # around the dead-letter limit and the producer's
+        small = json.dumps({**pad, "data": {"cluster": "fuzz", "name": "p", "pad": ""}}).encode()  # an unknown field
+        inputs.append((small.replace(b'"pad": ""', b'"pad": "' + b"x" * (size - len(small)) + b'"'), b"fuzz", []))
+    return inputs
+
+
+def _wrong_types() -> list[tuple[str, object]]:
+    values: list[object] = [None, True, 7, 1.5, "5368709120", "yes", [], {}, [1], {"a": 1}]
+    fields = ["cluster", "size", "durability", "volume_id", "name", "gid", "options", "zone_checking", "labels"]
+    fields += ["snapshot_factor", "kubernetes"]
+    right: dict[str, tuple[object, ...]] = {"size": (7,), "gid": (7,), "snapshot_factor": (7, 1.5)}
+    right |= {"kubernetes": (None,), "volume_id": (None,)}
+    right |= {"name": (None,), "options": ({},), "labels": ({},)}
+    return [(f, v) for f in fields for v in values if not any(v == r and type(v) is type(r) for r in right.get(f, ()))]
+
+
+async def test_ten_thousand_hostile_events_each_get_one_answer_and_no_lane_stalls(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Over 10,000 hostile inputs (random bytes, deep nesting, huge numbers, values around the size
+    limits, a wrong type in every field, headers that contradict the body) with 300 valid requests
+    shuffled in: every input gets exactly one dead letter or result, every valid request succeeds,
+    the consumer group's lag returns to zero, and the daemon never restarts. A value over the
+    broker's own limit is refused to its producer and never reaches the daemon."""
+    rnd = random.Random(10_000)
     stack = dataclasses.replace(stack, prefix=f"t{uuid.uuid4().hex[:8]}")
     daemon = Daemon(stack, tmp_path_factory.mktemp("fuzz") / "daemon.log")
     daemon.start()
     await daemon.wait_ready()
     try:
         await load_topology(stack, "fuzz")
-        valid = [delete("fuzz", f"nothing_{i}") for i in range(50)]
-        stream: list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]] = [(v, k, []) for v, k in bad]
+        hostile = _hostile_inputs(rnd)
+        valid = [delete("fuzz", f"nothing_{i}") for i in range(250)]
+        contradicted = [delete("fuzz", f"nothing_c{i}") for i in range(50)]  # headers that disagree with the body
+        stream: list[tuple[Input, str | None]] = [(item, None) for item in hostile]
         for event in valid:
             value, headers = encode(event)
-            stream.insert(rnd.randrange(len(stream) + 1), (value, b"fuzz", headers))
-        from aiokafka import AIOKafkaProducer
+            stream.insert(rnd.randrange(len(stream) + 1), ((value, b"fuzz", headers), event.id))
+        for event in contradicted:
+            value, _ = encode(event)
+            lies = [("ce_type", catalog.PROVISION_REQUESTED.encode()), ("ce_id", b"another"), ("ce_source", b"/x")]
+            stream.insert(rnd.randrange(len(stream) + 1), ((value, b"fuzz", lies), event.id))
+        assert len(hostile) >= 10_000
 
-        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024)
         await producer.start()
+        placed: dict[tuple[int, int], str | None] = {}
         try:
-            for value, key, headers in stream:
-                await producer.send(stack.topic("requests"), value=value, key=key, headers=headers)
-            await producer.flush()
+            pending = [
+                (await producer.send(stack.topic("requests"), value=v, key=k, headers=h), request_id)
+                for (v, k, h), request_id in stream
+            ]
+            for delivery, request_id in pending:
+                metadata = await delivery
+                placed[(metadata.partition, metadata.offset)] = request_id
+            with pytest.raises(KafkaError):  # over the broker's message.max.bytes: refused at the door
+                await producer.send_and_wait(stack.topic("requests"), value=b"x" * (2 * 1024 * 1024), key=b"fuzz")
         finally:
             await producer.stop()
-        counts = await collect(stack, {e.id for e in valid}, timeout=240)
-        assert counts == Counter({e.id: 1 for e in valid})
-        bad_values = Counter(v for v, _ in bad)
+
+        answered = {e.id for e in valid} | {e.id for e in contradicted}
+        succeeded = await collect(stack, {e.id for e in valid}, timeout=600)
+        assert succeeded == Counter({e.id: 1 for e in valid}), "every valid request succeeds exactly once"
+        expected_letters = {where for where, request_id in placed.items() if request_id is None}
         async with TopicReader(stack, stack.topic("dlq")) as dlq:
-            for _ in range(240):
+            for _ in range(600):
                 await dlq.poll(1.0)
-                if len(dlq.records) >= len(bad):
+                if len(dlq.records) >= len(expected_letters):
                     break
-        assert len(dlq.records) == len(bad), f"{len(dlq.records)} dead letters for {len(bad)} bad events"
-        dead = Counter(v for _, v, h in dlq.records if header(h, "dlq_reason") and v in bad_values)
-        assert dead == bad_values, "every malformed event is in the dead-letter topic exactly once"
-        assert all(header(h, "dlq_reason") for _, _, h in dlq.records)
+            await dlq.poll(2.0)
+        letters = Counter(
+            (int(header(h, "dlq_partition") or -1), int(header(h, "dlq_offset") or -1)) for _, _, h in dlq.records
+        )
+        assert set(letters) >= expected_letters, f"{len(expected_letters - set(letters))} inputs have no dead letter"
+        assert max(letters.values()) == 1, "an input was dead-lettered twice"
+        lettered_valid = {placed[where] for where in letters if placed.get(where) is not None}
+        assert not lettered_valid & {e.id for e in valid}
+        async with TopicReader(stack, stack.topic("results")) as reader:
+            await reader.poll(3.0)
+            terminal = _terminal(reader.records)
+        for event in contradicted:  # one answer each, whichever: a result or a dead letter
+            assert terminal[event.id] + (event.id in lettered_valid) == 1, event.id
+        assert not {rid for rid in terminal if rid not in answered and terminal[rid] > 1}
+        assert await _lag(stack) == 0, "the consumer group caught up with every partition"
         assert daemon.process is not None and daemon.process.poll() is None, "the daemon never restarted"
     finally:
         daemon.stop()
+
+
+async def _lag(stack: Stack) -> int:
+    """Records of the requests topic the daemon's consumer group has not committed yet."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.topic("group"))
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(stack.topic("requests"), p) for p in range(3)]
+        ends = await consumer.end_offsets(partitions)
+        committed = {tp: await consumer.committed(tp) or 0 for tp in partitions}
+        return sum(ends[tp] - committed[tp] for tp in partitions)
+    finally:
+        await consumer.stop()
