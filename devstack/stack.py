@@ -136,6 +136,11 @@ class Stack:
             timeout=timeout,
         )
 
+    def assert_no_drift(self, cluster: str) -> None:
+        """``provisioner reconcile`` agrees: every brick and volume on the nodes is one state names, once."""
+        checked = self.cli("reconcile", "--cluster", cluster)
+        assert checked.returncode == 0 and "no drift" in checked.stdout, f"{checked.stdout}{checked.stderr}"
+
 
 def load_stack() -> Stack:
     ensure_stack()

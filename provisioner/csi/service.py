@@ -35,35 +35,47 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 async def answer(operation: str, context: Context, call: Callable[[], Awaitable[R]], *, subject: str = "") -> R:
+    """Run one call, then time and count it before the caller sees its status.
+
+    ``context.abort`` sends the status to the client before it raises here, so the metrics are
+    recorded first: a client (or test) that reads them after its call returns sees its own call.
+    """
     start = time.perf_counter()
-    code = grpc.StatusCode.OK
     try:
-        return await call()
+        result = await call()
     except CsiError as e:
-        code = e.code
+        _record(operation, e.code, start)
         log.log(
-            logging.INFO if code is grpc.StatusCode.INVALID_ARGUMENT else logging.WARNING,
+            logging.INFO if e.code is grpc.StatusCode.INVALID_ARGUMENT else logging.WARNING,
             "%s %s: %s: %s",
             operation,
             subject,
-            code.name,
+            e.code.name,
             e,
         )
-        await context.abort(code, str(e))
+        await context.abort(e.code, str(e))
         raise AssertionError("abort returned") from None  # context.abort raises
     except Exception as e:
         if isinstance(e, grpc.aio.AbortError):
             raise
-        code = grpc.StatusCode.INTERNAL
+        _record(operation, grpc.StatusCode.INTERNAL, start)
         log.exception("%s %s failed", operation, subject)
-        await context.abort(code, f"{type(e).__name__}: {e}")
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
         raise AssertionError("abort returned") from None
-    finally:
-        elapsed = time.perf_counter() - start
-        metrics.OPERATION_SECONDS.labels(operation, "total").observe(elapsed)
-        metrics.answered(operation, code)
-        if code is grpc.StatusCode.OK and operation.startswith("Node") and subject:
-            log.info("%s %s: OK in %.3fs", operation, subject, elapsed)
+    except BaseException:  # cancelled: the client went away; still one observed call
+        _record(operation, grpc.StatusCode.CANCELLED, start)
+        raise
+    elapsed = _record(operation, grpc.StatusCode.OK, start)
+    if operation.startswith("Node") and subject:
+        log.info("%s %s: OK in %.3fs", operation, subject, elapsed)
+    return result
+
+
+def _record(operation: str, code: grpc.StatusCode, start: float) -> float:
+    elapsed = time.perf_counter() - start
+    metrics.OPERATION_SECONDS.labels(operation, "total").observe(elapsed)
+    metrics.answered(operation, code)
+    return elapsed
 
 
 def _subject(volume_id: str, *paths: str) -> str:

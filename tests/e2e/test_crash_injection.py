@@ -91,7 +91,7 @@ async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
         assert gluster_volume.status == "Started"
         assert {(b.host, b.path) for b in gluster_volume.bricks} == {(b.host, b.path) for b in volume.bricks}
         assert gluster_volume.options["user.provisioner.id"] == volume.volume_id
-        _no_drift(stack)
+        stack.assert_no_drift("crash")
         deleted = stack.cli("request", "delete", "--cluster", "crash", "--name", name, "--wait", "--timeout", "180")
         assert deleted.returncode == 0, deleted.stdout + deleted.stderr
         for brick in volume.bricks:
@@ -101,12 +101,6 @@ async def _check_then_delete(stack: Stack, name: str, result: Event) -> None:
                 timeout=30,
             )
             assert left.stdout == "", f"left on {brick.host}: {left.stdout}"
-        _no_drift(stack)
+        stack.assert_no_drift("crash")
     finally:
         await ssh.close()
-
-
-def _no_drift(stack: Stack) -> None:
-    checked = stack.cli("reconcile", "--cluster", "crash")
-    assert checked.returncode == 0, f"reconcile found drift:\n{checked.stdout}{checked.stderr}"
-    assert "no drift" in checked.stdout

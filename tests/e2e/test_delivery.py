@@ -87,12 +87,6 @@ async def existing(stack: Stack, names: list[str]) -> list[str]:
         await ssh.close()
 
 
-def _no_drift(stack: Stack, cluster: str) -> None:
-    """``provisioner reconcile`` agrees: every brick and volume on the nodes is one state names, once."""
-    checked = stack.cli("reconcile", "--cluster", cluster)
-    assert checked.returncode == 0 and "no drift" in checked.stdout, f"{checked.stdout}{checked.stderr}"
-
-
 async def test_kill_9_at_random_moments_during_a_burst(own: Stack, tmp_path: Path) -> None:
     """20 kill -9 + restart rounds during a burst of 30 provisions (some land mid-commit): one result
     each, and ``provisioner reconcile`` finds no orphan, no lost brick and no volume twice."""
@@ -117,14 +111,14 @@ async def test_kill_9_at_random_moments_during_a_burst(own: Stack, tmp_path: Pat
         counts = await collect(stack, {r.id for r in requests}, timeout=300)
         assert counts == Counter({r.id: 1 for r in requests}), "exactly one terminal result per request"
         assert sorted(await existing(stack, names)) == sorted(names)
-        _no_drift(stack, cluster)
+        stack.assert_no_drift(cluster)
 
         deletes = [delete(cluster, name) for name in names]
         await send(stack, deletes)
         counts = await collect(stack, {d.id for d in deletes}, timeout=300)
         assert counts == Counter({d.id: 1 for d in deletes})
         assert await existing(stack, names) == []
-        _no_drift(stack, cluster)
+        stack.assert_no_drift(cluster)
     finally:
         daemon.stop()
 
@@ -181,7 +175,7 @@ async def test_replicas_that_repair_drift_never_touch_what_state_owns(own: Stack
         await asyncio.sleep(3.0)  # a few more passes of every replica over the new volumes
         assert sorted(await existing(stack, names)) == sorted(names), "a replica removed a volume state owns"
         for cluster in clusters:  # nor a brick: no missing one, and no orphan either
-            _no_drift(stack, cluster)
+            stack.assert_no_drift(cluster)
         deletes = [delete(clusters[i % 3], name) for i, name in enumerate(names)]
         await send(stack, deletes)
         await collect(stack, {d.id for d in deletes}, timeout=300)

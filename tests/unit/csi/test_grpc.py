@@ -9,11 +9,12 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from provisioner.csi.errors import InvalidArgument
 from provisioner.csi.identity import IdentityService, Prerequisites
 from provisioner.csi.node import NodeService
 from provisioner.csi.proto import csi_pb2, csi_pb2_grpc, pluginregistration_pb2, pluginregistration_pb2_grpc
 from provisioner.csi.registration import Registration
-from provisioner.csi.service import IdentityServicer, NodeServicer, RegistrationServicer, storage_health
+from provisioner.csi.service import IdentityServicer, NodeServicer, RegistrationServicer, answer, storage_health
 from tests.unit.csi import requests as req
 from tests.unit.csi.fakes import STAGING, TARGET, VOLUME_ID, FakeMounter
 
@@ -151,3 +152,28 @@ async def test_node_info_and_capabilities_over_grpc(driver: Driver) -> None:
     assert dict(info.accessible_topology.segments) == {"topology.glusterfs.gluster.org/zone": "z1"}
     caps = await driver.node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest())
     assert len(caps.capabilities) == 6
+
+
+class RecordingContext:
+    """A servicer context whose abort notes what a client reading the metrics would see then."""
+
+    def __init__(self) -> None:
+        self.seen_at_abort: float | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.seen_at_abort = counted("NodeUnstageVolume", code.name)
+        raise grpc.aio.AbortError()
+
+
+@pytest.mark.parametrize("failure", [InvalidArgument("volume_id", "missing"), RuntimeError("disk on fire")])
+async def test_a_call_is_counted_before_its_status_reaches_the_client(failure: Exception) -> None:
+    code = "INVALID_ARGUMENT" if isinstance(failure, InvalidArgument) else "INTERNAL"
+    before = counted("NodeUnstageVolume", code)
+
+    async def call() -> None:
+        raise failure
+
+    context = RecordingContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await answer("NodeUnstageVolume", context, call)  # type: ignore[arg-type]
+    assert context.seen_at_abort == before + 1
