@@ -56,6 +56,26 @@ class Guests:
             )
         )
 
+    def daemon_env(self) -> dict[str, str]:
+        """What a daemon needs to manage the guests: their host keys, and the real /etc/fstab (so a
+        rebooted guest mounts its bricks again)."""
+        return {
+            "PROVISIONER_SSH__KNOWN_HOSTS": str(self.known_hosts),
+            "PROVISIONER_SSH__KEY_FILE": str(self.client_key),
+            "PROVISIONER_STORAGE__FSTAB": "/etc/fstab",
+        }
+
+    async def scrub(self) -> None:
+        """Leave the guests as ``up`` made them: no gluster volume, no brick mount or fstab line, and
+        data disks without any signature. The guests exist only for tests, and their data disks
+        only for bricks, so anything on them is a test's leftover (a run cut off mid-way)."""
+        ssh = self.ssh()
+        try:
+            for node in self.nodes:
+                await ssh.run(node, ("sh", "-c", SCRUB_SCRIPT, "sh", *self.disks), timeout=600)
+        finally:
+            await ssh.close()
+
     def reboot(self, name: str, *, without_disks: tuple[str, ...] = (), hard: bool = False) -> None:
         """Power guest ``name`` off (ACPI, or a power cut with ``hard``) and start it again, optionally
         with data disks (``vdb``/``vdc``) detached; returns once it answers and its peers are connected.
@@ -69,6 +89,23 @@ class Guests:
         if hard:
             args.append("--hard")
         run_script(*args, timeout=900)
+
+
+SCRUB_SCRIPT = r"""
+for volume in $(gluster --mode=script volume list 2>/dev/null | grep -v '^No volumes'); do
+    gluster --mode=script volume stop "$volume" force >/dev/null 2>&1 || true
+    gluster --mode=script volume delete "$volume" >/dev/null
+done
+awk '$2 ~ "^/var/lib/provisioner/mounts/" { print $2 }' /proc/mounts | while read -r m; do umount -l "$m"; done
+sed -i '\#^[^ ]* /var/lib/provisioner/mounts/#d' /etc/fstab
+rm -rf /var/lib/provisioner/mounts
+for disk; do
+    for vg in $(lvm pvs --noheadings -o vg_name "$disk" 2>/dev/null); do lvm vgremove -ff -y "$vg" >/dev/null; done
+    lvm pvremove -ff -y "$disk" >/dev/null 2>&1 || true
+    wipefs -a -q "$disk"
+done
+"""
+"""Run on each guest with its data disks as arguments (all of them constant: no value of a test)."""
 
 
 def run_script(*args: str, timeout: float) -> str:

@@ -97,6 +97,12 @@ class DeviceInUse(InvalidTopology):
     reason = "DeviceInUse"
 
 
+class DeviceNotEmpty(InvalidTopology):
+    """A topology device holds a filesystem, partition table or volume group, and may not be wiped."""
+
+    reason = "DeviceNotEmpty"
+
+
 class UnknownCluster(PermanentError):
     reason = "UnknownCluster"
 

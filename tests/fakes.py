@@ -6,6 +6,7 @@ provisioner's commands the way real nodes do, including gluster's XML verdicts.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,7 +113,11 @@ class World:
         return outcome
 
     async def load(self) -> Outcome:
-        return await self.handle(new_event(catalog.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+        """Load the topology (probing and preparing the nodes), then forget those node commands, so a
+        test's ``nodes.calls`` shows only what its own requests ran."""
+        outcome = await self.handle(new_event(catalog.TOPOLOGY_LOAD_REQUESTED, self.topology, source="/t"))
+        self.nodes.calls.clear()
+        return outcome
 
     async def provision(self, **fields: object) -> Outcome:
         data = models.ProvisionVolume.model_validate({"cluster": "dev", "size": GiB, **fields})
@@ -183,6 +188,10 @@ class FakeNodes:
         self.faults: list[Fault] = []
         self.peers: set[str] = set()
         self.lvm: set[tuple[str, str]] = set()  # (host, physical volume or volume group) made by pvcreate/vgcreate
+        self.volume_groups: dict[tuple[str, str], str] = {}  # (host, physical volume) -> its VG
+        self.vg_size = 100 * GiB  # what vgs reports for every VG
+        self.thin: dict[tuple[str, str], str] = {}  # (host, vg/lv) of thin pools ("") and thin LVs (their pool)
+        self.held: dict[tuple[str, str], tuple[str, ...]] = {}  # (host, device) -> signatures wipefs lists
         self.fstab: set[tuple[str, str]] = set()  # (host, mount point) with a line in the node's fstab
         self.pending_heals: dict[str, int] = {}  # brick host:path -> entries its heal info reports
 
@@ -237,13 +246,53 @@ class FakeNodes:
                 return 0, "", ""
             case ["gluster", "--mode=script", "--xml", _, "volume", *rest]:
                 return 0, self._gluster(rest), ""
-            case ["lvm", "pvs" | "vgs", _, _, name]:
+            case ["lvm", "pvs", _, _, device]:  # the PV's VG, blank for none
+                if (host, device) not in self.lvm:
+                    return 5, "", f"Failed to find physical volume {device}"
+                return 0, self.volume_groups.get((host, device), ""), ""
+            case ["lvm", "vgs", _, _, name]:
                 return (0, name, "") if (host, name) in self.lvm else (5, "", f"Failed to find {name}")
+            case ["lvm", "vgs", "--reportformat", "json", *_, vg]:
+                if (host, vg) not in self.lvm:
+                    return 5, "", f"Volume group {vg} not found"
+                report = {"vg": [{"vg_name": vg, "vg_size": str(self.vg_size), "vg_free": str(self.vg_size)}]}
+                return 0, json.dumps({"report": [report]}), ""
+            case ["wipefs", "--json", device]:
+                found = [
+                    {"device": device, "offset": "0x0", "type": kind} for kind in self.held.get((host, device), ())
+                ]
+                return 0, json.dumps({"signatures": found}), ""
+            case ["wipefs", "--all", device]:
+                self.held.pop((host, device), None)
+                return 0, "", ""
+            case ["lvm", "lvcreate", *options]:
+                vg, pool = options[options.index("--thin") + 1].split("/")
+                lv = options[options.index("--name") + 1]
+                if "--size" in options:
+                    self.thin[(host, f"{vg}/{pool}")] = ""
+                self.thin[(host, f"{vg}/{lv}")] = pool
+                self.files.add((host, f"/dev/mapper/{vg}-{lv}"))
+                return 0, "", ""
+            case ["lvm", "lvs", _, "--options=lv_name", name]:
+                return (0, name, "") if (host, name) in self.thin else (5, "", f"Failed to find {name}")
+            case ["lvm", "lvs", _, "--options=thin_count", name]:
+                if (host, name) not in self.thin:
+                    return 5, "", f"Failed to find {name}"
+                vg, pool = name.split("/")
+                return 0, str(sum(1 for (h, lv), p in self.thin.items() if h == host and p == pool)), ""
+            case ["lvm", "lvremove", *_, name]:
+                self.thin.pop((host, name), None)
+                vg, lv = name.split("/")
+                self.files.discard((host, f"/dev/mapper/{vg}-{lv}"))
+                return 0, "", ""
+            case ["lvm", "pvresize", _, device]:
+                return (0, "", "") if (host, device) in self.lvm else (5, "", f"Failed to find {device}")
             case ["lvm", "pvcreate", *_, device]:
                 self.lvm.add((host, device))
                 return 0, "", ""
             case ["lvm", "vgcreate", *_, vg, device]:
-                self.lvm.add((host, vg))
+                self.lvm.update({(host, vg), (host, device)})
+                self.volume_groups[(host, device)] = vg
                 return 0, "", ""
             case ["gluster", "--mode=script", "--xml", _, "pool", "list"]:
                 return 0, xml(0, ""), ""

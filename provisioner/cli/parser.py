@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("remove", "remove a device (refused while it holds bricks, unless --evacuate)"),
         ("enable", "let the allocator use a device"),
         ("disable", "keep new bricks off a device"),
+        ("resync", "read a device's size again after its disk grew"),
     ):
         dev = device.add_parser(action, help=text)
         dev.add_argument("--cluster", required=True)
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "add":
             dev.add_argument("--capacity", type=size, help="bytes for bricks (file backend), e.g. 100GiB")
             dev.add_argument("--backend", choices=["file", "lvm"], default="file")
+            dev.add_argument(
+                "--destroydata", action="store_true", help="wipe what the disk holds first (lvm); its data is lost"
+            )
         if action == "remove":
             _evacuate_flag(dev, "device")
         _wait_flags(dev)

@@ -72,7 +72,12 @@ def topology_change(args: argparse.Namespace) -> tuple[str, models.Model]:
     if args.command == "node":
         return type_, validated(models.NodeRef, {"cluster": args.cluster, "host": args.host, **evacuate})
     if action == "add":
-        device = {"name": args.name, "backend": args.backend, "capacity": args.capacity}
+        device = {
+            "name": args.name,
+            "backend": args.backend,
+            "capacity": args.capacity,
+            "destroydata": args.destroydata,
+        }
         return type_, validated(models.AddDevice, {"cluster": args.cluster, "host": args.host, "device": device})
     return type_, validated(
         models.DeviceRef, {"cluster": args.cluster, "host": args.host, "name": args.name, **evacuate}

@@ -41,6 +41,7 @@ DEVICE_ADD_REQUESTED = f"{PREFIX}.device.add.requested.v1"
 DEVICE_REMOVE_REQUESTED = f"{PREFIX}.device.remove.requested.v1"
 DEVICE_ENABLE_REQUESTED = f"{PREFIX}.device.enable.requested.v1"
 DEVICE_DISABLE_REQUESTED = f"{PREFIX}.device.disable.requested.v1"
+DEVICE_RESYNC_REQUESTED = f"{PREFIX}.device.resync.requested.v1"
 TOPOLOGY_CHANGES: dict[str, type[Model]] = {
     NODE_ADD_REQUESTED: AddNode,
     NODE_REMOVE_REQUESTED: NodeRef,
@@ -50,6 +51,7 @@ TOPOLOGY_CHANGES: dict[str, type[Model]] = {
     DEVICE_REMOVE_REQUESTED: DeviceRef,
     DEVICE_ENABLE_REQUESTED: DeviceRef,
     DEVICE_DISABLE_REQUESTED: DeviceRef,
+    DEVICE_RESYNC_REQUESTED: DeviceRef,  # read the size again after the disk grew
 }
 
 REQUEST_TYPES: dict[str, type[Model]] = {

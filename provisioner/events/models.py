@@ -280,7 +280,8 @@ class AddDevice(Model):
 
 
 class DeviceRef(Model):
-    """Names a device of a node: remove (refused while it holds bricks, unless evacuate), enable, disable."""
+    """Names a device of a node: remove (refused while it holds bricks, unless evacuate), enable,
+    disable, or resync (its capacity read again from the node, after the disk grew)."""
 
     cluster: ClusterIdField
     host: HostName

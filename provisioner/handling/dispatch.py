@@ -111,7 +111,7 @@ class RequestHandler:
             case models.ExpandVolume() as data:
                 return await self.volumes.expand(request, data)
             case models.LoadTopology() as data:
-                return self.topology.load(request, data)
+                return await self.topology.load(request, data)
             case models.AddNode() | models.NodeRef() | models.AddDevice() | models.DeviceRef() as data:
                 return await self.topology.change(request, data)
         raise UnknownType(f"no handler for {request.event.type}")

@@ -7,6 +7,7 @@ same file twice yields the same ids and a re-load is a no-op rather than a secon
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from provisioner.domain import BrickBackend, Cluster, ClusterId, Device, DeviceId, Node, NodeId, derive_id
 from provisioner.errors import InvalidTopology, UnknownDevice, UnknownNode
@@ -99,6 +100,38 @@ def changed(cluster: Cluster, change: Model) -> Cluster:
         case NodeRef(host=host):
             del nodes[index[host]]
     return cluster_from(declared.model_copy(update={"nodes": nodes}))
+
+
+def with_measured(cluster: Cluster, sizes: Mapping[DeviceId, int], *, bounded: bool = True) -> Cluster:
+    """``cluster`` with each measured device's capacity what its node reported. ``bounded`` (a load):
+    the capacity the cluster has is an upper bound, as declared (Heketi's devices declare none; a
+    disk smaller than declared gets no more). Not bounded (a resync): the disk's size, whatever it was."""
+    if not sizes:
+        return cluster
+
+    def measured(device: Device) -> int:
+        size = sizes[device.id]
+        return min(device.capacity or size, size) if bounded else size
+
+    nodes = tuple(
+        dataclasses.replace(
+            node,
+            devices=tuple(dataclasses.replace(d, capacity=measured(d)) if d.id in sizes else d for d in node.devices),
+        )
+        for node in cluster.nodes
+    )
+    return dataclasses.replace(cluster, nodes=nodes)
+
+
+def device_named(cluster: Cluster, host: str, name: str) -> tuple[Node, Device]:
+    """The device ``name`` of the node managed at ``host``; UnknownNode / UnknownDevice otherwise."""
+    for node in cluster.nodes:
+        if node.manage == host:
+            for device in node.devices:
+                if device.name == name:
+                    return node, device
+            raise UnknownDevice(f"node {host} has no device {name}")
+    raise UnknownNode(f"cluster {cluster.id} has no node {host}")
 
 
 def with_enabled(cluster: Cluster, change: NodeRef | DeviceRef, *, enabled: bool) -> Cluster:

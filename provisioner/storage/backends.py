@@ -6,7 +6,9 @@ Heketi's mount point layout. It needs no device-mapper, so it runs on developer 
 and it is a real brick: gluster cannot tell it from an LV.
 
 ``lvm`` — Heketi's layout: a PV and VG ``vg_<device id>`` per device, and per brick a thin pool
-``tp_<brick id>`` holding one thin LV ``brick_<brick id>`` tagged with our ids.
+``tp_<brick id>`` holding one thin LV ``brick_<brick id>`` tagged with our ids. Preparing a device
+refuses one that holds anything (a filesystem, a partition table, another VG) unless the topology
+says ``destroydata``, and its capacity is then read from the VG.
 
 Both write the brick's mount to the node's fstab (so it comes back after a reboot) and remove it
 before the storage under it goes. Every step is idempotent: a redelivered request re-runs it and
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from provisioner.domain import Brick, BrickBackend, Device, Node, VolumeId, brick_mount_point
+from provisioner.errors import DeviceNotEmpty
 from provisioner.executor import Executor
 from provisioner.storage import commands, tags
+from provisioner.storage.parsing import parse_signatures, parse_vg_space
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,31 @@ class BrickSpec:
         return f"{self.mount_point}/brick"
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """Everything a backend needs to make a device ready for bricks and to measure it."""
+
+    node: Node
+    device: Device
+    cluster: str
+    owner: str = ""
+    destroy_data: bool = False  # Heketi's ``destroydata``: wipe what the device holds first
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node.manage} device {self.device.name}"
+
+
 class Backend(Protocol):
-    async def prepare(self, node: Node, device: Device) -> None: ...
+    async def prepare(self, spec: DeviceSpec) -> None: ...
+    async def measure(self, spec: DeviceSpec) -> int | None:
+        """Bytes the device offers bricks, as the node reports it; None when only the topology can say."""
+        ...
+
+    async def resync(self, spec: DeviceSpec) -> None:
+        """Take in a disk that grew, so that ``measure`` reports its new size."""
+        ...
+
     async def create(self, spec: BrickSpec) -> None: ...
     async def destroy(self, spec: BrickSpec) -> None: ...
 
@@ -97,9 +124,16 @@ def image_path(device: Device, brick: Brick) -> str:
 
 
 class FileBackend(_NodeCommands):
-    async def prepare(self, node: Node, device: Device) -> None:
+    async def prepare(self, spec: DeviceSpec) -> None:
         """A file-backend device is a directory of brick images."""
-        await self._run(node.manage, commands.mkdir(device.name))
+        await self._run(spec.node.manage, commands.mkdir(spec.device.name))
+
+    async def measure(self, spec: DeviceSpec) -> int | None:
+        """Images are sparse, so the filesystem's size says nothing: the declared capacity stands."""
+        return None
+
+    async def resync(self, spec: DeviceSpec) -> None:
+        """Nothing to take in: a file device's capacity is what the topology declares."""
 
     async def create(self, spec: BrickSpec) -> None:
         host = spec.node.manage
@@ -175,20 +209,51 @@ def device_node(device: Device, brick: Brick) -> str:
 
 
 class LvmBackend(_NodeCommands):
-    """Heketi's commands and flags (``executors/cmdexec``), with existence checks before each step.
+    """Heketi's commands and flags (``executors/cmdexec``), with existence checks before each step."""
 
-    The development machine has no device-mapper, so this backend is pinned by golden argv tests
-    (``tests/unit/test_backends.py``) only; it has not run against real LVM here.
-    """
+    async def prepare(self, spec: DeviceSpec) -> None:
+        """``pvcreate`` and ``vgcreate`` (tagged with our ids) unless done, on an empty device only.
 
-    async def prepare(self, node: Node, device: Device) -> None:
-        """``pvcreate`` and ``vgcreate`` unless done; an existing VG of that name is taken as ours."""
-        vg = vg_name(device)
-        if await self._succeeds(node.manage, commands.vg_exists(vg)):
+        A VG named after the device's id is ours: a re-load finds it and is done, whatever
+        ``destroydata`` says, so a re-load never wipes a device in use. A PV in no VG holds no data
+        (a crash between ``pvcreate`` and ``vgcreate`` leaves one), so it is taken as it is. Anything
+        else on the device, a filesystem, a partition table, another VG, is refused, naming the node,
+        the device and what was found, unless ``destroydata`` is set: then its signatures are wiped.
+        A PV of another VG is refused even then, since that VG may span other disks."""
+        host, device, vg = spec.node.manage, spec.device.name, vg_name(spec.device)
+        if await self._succeeds(host, commands.vg_exists(vg)):
             return
-        if not await self._succeeds(node.manage, commands.pv_exists(device.name)):
-            await self._run(node.manage, commands.pv_create(device.name))
-        await self._run(node.manage, commands.vg_create(vg, device.name))
+        pv = await self._executor.run(host, commands.pv_volume_group(device), timeout=self._timeout, check=False)
+        if pv.exit_status == 0:
+            if pv.stdout.strip():
+                raise DeviceNotEmpty(
+                    f"{spec.where}: is a physical volume of LVM volume group {pv.stdout.strip()[:64]}; "
+                    "remove that volume group first (destroydata does not)"
+                )
+        else:
+            listed = await self._executor.run(host, commands.signatures(device), timeout=self._timeout)
+            found = parse_signatures(listed.stdout)
+            if found and not spec.destroy_data:
+                raise DeviceNotEmpty(
+                    f"{spec.where}: holds {', '.join(found)}; set destroydata to wipe it, or name another device"
+                )
+            if found:
+                await self._run(host, commands.wipe_signatures(device))
+            await self._run(host, commands.pv_create(device))
+        await self._run(
+            host, commands.vg_create(vg, device, tags=tags.vg_tags(spec.device.id, spec.cluster, spec.owner))
+        )
+
+    async def measure(self, spec: DeviceSpec) -> int | None:
+        """The VG's size: what the disk really offers, after LVM's metadata."""
+        read = await self._executor.run(
+            spec.node.manage, commands.vg_space(vg_name(spec.device)), timeout=self._timeout
+        )
+        return parse_vg_space(read.stdout)[0]
+
+    async def resync(self, spec: DeviceSpec) -> None:
+        """Grow the PV (so the VG) to the disk's size now, after the disk grew (``device resync``)."""
+        await self._run(spec.node.manage, commands.pv_resize(spec.device.name))
 
     async def create(self, spec: BrickSpec) -> None:
         host = spec.node.manage

@@ -88,13 +88,28 @@ def remove_dir(path: str) -> Argv:
 # names built from hex ids and device paths from the validated topology (absolute paths).
 
 
-def pv_exists(device: str) -> Argv:
-    """Exit status 0 when ``device`` is already a physical volume."""
-    return ("lvm", "pvs", "--noheadings", "--options=pv_name", *_words([device]))
+def pv_volume_group(device: str) -> Argv:
+    """Exit status 0 when ``device`` is a physical volume; stdout names its VG (blank for none)."""
+    return ("lvm", "pvs", "--noheadings", "--options=vg_name", *_words([device]))
+
+
+def signatures(device: str) -> Argv:
+    """The filesystem, partition table and RAID/LVM signatures on ``device``, as JSON (listing only)."""
+    return ("wipefs", "--json", *_words([device]))
+
+
+def wipe_signatures(device: str) -> Argv:
+    """Erase every signature ``signatures`` lists (a topology device with ``destroydata``)."""
+    return ("wipefs", "--all", *_words([device]))
 
 
 def pv_create(device: str) -> Argv:
     return ("lvm", "pvcreate", "-qq", "--metadatasize=128M", "--dataalignment=256K", *_words([device]))
+
+
+def pv_resize(device: str) -> Argv:
+    """Grow the PV to its disk's size now (``device resync`` after the disk grew)."""
+    return ("lvm", "pvresize", "-qq", *_words([device]))
 
 
 def vg_exists(vg: str) -> Argv:
@@ -102,8 +117,16 @@ def vg_exists(vg: str) -> Argv:
     return ("lvm", "vgs", "--noheadings", "--options=vg_name", vg)
 
 
-def vg_create(vg: str, device: str) -> Argv:
-    return ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", *_words([vg, device]))
+def vg_create(vg: str, device: str, *, tags: Sequence[tuple[str, str]] = ()) -> Argv:
+    return (
+        "lvm",
+        "vgcreate",
+        "-qq",
+        "--physicalextentsize=4M",
+        "--autobackup=n",
+        *lv_tags(tags),
+        *_words([vg, device]),
+    )
 
 
 def lv_exists(vg: str, lv: str) -> Argv:

@@ -35,7 +35,7 @@ from provisioner.errors import (
 from provisioner.executor import Executor
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
-from provisioner.storage.backends import Backend, BrickSpec, backend_for
+from provisioner.storage.backends import Backend, BrickSpec, DeviceSpec, backend_for
 from provisioner.storage.gluster import Answer, GlusterCli
 from provisioner.storage.parsing import UnparsableOutput, VolumeInfo, parse_volume_info
 from provisioner.storage.tags import ID_OPTION, OWNER_OPTION, volume_options
@@ -262,9 +262,21 @@ class VolumeOperations:
         if not result.ok and not re.search(r"not (part of|a friend|in)|does not exist", result.message):
             raise PeerDetachFailed(f"peer detach {gone.storage}: {result.message}")
 
-    async def prepare_device(self, node: Node, device: Device) -> None:
-        """Make a new device ready for bricks: a directory of images (file), a PV and VG (lvm)."""
-        await self.backend(device).prepare(node, device)
+    def device_spec(self, cluster: str, node: Node, device: Device, *, destroy_data: bool = False) -> DeviceSpec:
+        return DeviceSpec(node=node, device=device, cluster=cluster, owner=self.owner, destroy_data=destroy_data)
+
+    async def prepare_device(self, spec: DeviceSpec) -> int | None:
+        """Make a device ready for bricks (a directory of images, or a PV and VG) and measure it:
+        the bytes it offers, or None when only the topology can say (file)."""
+        backend = self.backend(spec.device)
+        await backend.prepare(spec)
+        return await backend.measure(spec)
+
+    async def resync_device(self, spec: DeviceSpec) -> int | None:
+        """Take in a disk that grew and measure it again (Heketi's ``device resync``)."""
+        backend = self.backend(spec.device)
+        await backend.resync(spec)
+        return await backend.measure(spec)
 
     # --- reconcile --------------------------------------------------------------------------------
 

@@ -199,6 +199,16 @@ def parse_vg_space(text: str) -> tuple[int, int]:
         raise UnparsableOutput(f"vgs printed no single VG with size and free: {text[:200]!r}") from e
 
 
+def parse_signatures(text: str) -> list[str]:
+    """``wipefs --json``: each signature as ``type at offset`` (e.g. ``xfs at 0x0``), in its order."""
+    try:
+        listed = json.loads(text)["signatures"] if text.strip() else []
+        found = [f"{str(s['type'])[:32]} at {str(s['offset'])[:24]}" for s in listed]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UnparsableOutput(f"wipefs printed no signature list: {text[:200]!r}") from e
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class BrickHeal:
     host: str

@@ -1,11 +1,11 @@
 """The marks that make the nodes self-describing: which volume a brick or gluster volume belongs to,
 and which deployment made it.
 
-Every gluster volume we create carries two options, every brick image two user xattrs and every
-thin LV three LVM tags. ``reconcile`` reads them back to tell our things from anything else on
-shared nodes, so the names here are a contract with what is already on disk: never rename one.
-A deployment is named by its state topic (``owner``); two deployments on the same nodes never
-take each other's bricks for orphans.
+Every gluster volume we create carries two options, every brick image two user xattrs, every
+thin LV three LVM tags and every device's VG up to three. ``reconcile`` reads them back to tell
+our things from anything else on shared nodes, so the names here are a contract with what is
+already on disk: never rename one. A deployment is named by its state topic (``owner``); two
+deployments on the same nodes never take each other's bricks for orphans.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ LV_VOLUME_TAG = "provisioner.volume"
 LV_BRICK_TAG = "provisioner.brick"
 LV_OWNER_TAG = "provisioner.owner"
 
+VG_DEVICE_TAG = "provisioner.device"
+VG_CLUSTER_TAG = "provisioner.cluster"
+
 
 def volume_options(volume_id: str, owner: str) -> tuple[tuple[str, str], ...]:
     """The options that mark a gluster volume as ours (the owner only when the deployment has one)."""
@@ -38,6 +41,15 @@ def image_xattrs(volume_id: str, owner: str) -> tuple[tuple[str, str], ...]:
 
 def lv_tags(volume_id: str, brick_id: str, owner: str) -> tuple[tuple[str, str], ...]:
     return ((LV_VOLUME_TAG, volume_id), (LV_BRICK_TAG, brick_id), *(((LV_OWNER_TAG, owner),) if owner else ()))
+
+
+def vg_tags(device_id: str, cluster: str, owner: str) -> tuple[tuple[str, str], ...]:
+    """The marks on a device's VG: which device of which cluster it is, and the deployment's name."""
+    return (
+        (VG_DEVICE_TAG, device_id),
+        (VG_CLUSTER_TAG, cluster),
+        *(((LV_OWNER_TAG, owner),) if owner else ()),
+    )
 
 
 def is_ours(options: Mapping[str, str], owner: str) -> bool:

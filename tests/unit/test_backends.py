@@ -1,10 +1,12 @@
 """Brick backends against a recording executor: the exact argv sequence of each lifecycle step.
 
-The lvm backend cannot run here (no device-mapper), so these golden sequences are its only test;
-they follow Heketi's ``executors/cmdexec`` order. The file backend also runs for real in e2e.
+They follow Heketi's ``executors/cmdexec`` order. Both backends also run for real: the file
+backend on the namespace nodes, the lvm backend on the QEMU storage guests (e2e).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -22,11 +24,13 @@ from provisioner.domain import (
     Volume,
     VolumeId,
 )
+from provisioner.errors import DeviceNotEmpty
 from provisioner.executor import Argv, CommandResult
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
-from provisioner.storage.backends import BrickSpec, FileBackend, LvmBackend, ThinPoolSize, thin_pool_size
+from provisioner.storage.backends import BrickSpec, DeviceSpec, FileBackend, LvmBackend, ThinPoolSize, thin_pool_size
 from provisioner.storage.operations import VolumeOperations
+from provisioner.storage.parsing import UnparsableOutput
 
 GiB = 1024**3
 HOST = "10.0.0.1"
@@ -158,7 +162,9 @@ async def test_file_destroy_when_already_gone() -> None:
 async def test_file_prepare_makes_the_image_directory() -> None:
     nodes = Recorder()
     s = spec(BrickBackend.FILE)
-    await FileBackend(nodes, timeout=5, fstab=FSTAB).prepare(s.node, s.device)
+    backend = FileBackend(nodes, timeout=5, fstab=FSTAB)
+    await backend.prepare(DeviceSpec(node=s.node, device=s.device, cluster="c1"))
+    assert await backend.measure(DeviceSpec(node=s.node, device=s.device, cluster="c1")) is None
     assert nodes.argvs == [("mkdir", "-p", "--", "/srv/devices/dev1")]
 
 
@@ -276,30 +282,89 @@ async def test_lvm_destroy_keeps_a_pool_that_still_holds_thin_lvs() -> None:
 
 
 VG_EXISTS = ("lvm", "vgs", "--noheadings", "--options=vg_name", VG)
-PV_EXISTS = ("lvm", "pvs", "--noheadings", "--options=pv_name", "/dev/vdb")
+PV_VG = ("lvm", "pvs", "--noheadings", "--options=vg_name", "/dev/vdb")
+SIGNATURES = ("wipefs", "--json", "/dev/vdb")
+WIPE = ("wipefs", "--all", "/dev/vdb")
 PV_CREATE = ("lvm", "pvcreate", "-qq", "--metadatasize=128M", "--dataalignment=256K", "/dev/vdb")
-VG_CREATE = ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", VG, "/dev/vdb")
+VG_TAGS = ("--addtag", f"provisioner.device={DEVICE_ID}", "--addtag", "provisioner.cluster=c1")
+VG_CREATE = ("lvm", "vgcreate", "-qq", "--physicalextentsize=4M", "--autobackup=n", *VG_TAGS, VG, "/dev/vdb")
+XFS_FOUND = '{"signatures": [{"device": "vdb", "offset": "0x0", "type": "xfs", "uuid": "2a28", "label": null}]}'
+NOTHING_FOUND = '{\n   "signatures": [\n\n   ]\n}\n'
+
+
+def device_spec(*, destroy_data: bool = False) -> DeviceSpec:
+    s = spec(BrickBackend.LVM)
+    return DeviceSpec(node=s.node, device=s.device, cluster="c1", destroy_data=destroy_data)
+
+
+async def prepare(nodes: Recorder, *, destroy_data: bool = False) -> None:
+    await LvmBackend(nodes, timeout=5, fstab=FSTAB).prepare(device_spec(destroy_data=destroy_data))
 
 
 async def test_lvm_prepare_fresh_device() -> None:
-    nodes = Recorder(failing=(VG_EXISTS, PV_EXISTS))
-    s = spec(BrickBackend.LVM)
-    await LvmBackend(nodes, timeout=5, fstab=FSTAB).prepare(s.node, s.device)
-    assert nodes.argvs == [VG_EXISTS, PV_EXISTS, PV_CREATE, VG_CREATE]
+    nodes = Recorder(failing=(VG_EXISTS, PV_VG), stdout={SIGNATURES: NOTHING_FOUND})
+    await prepare(nodes)
+    assert nodes.argvs == [VG_EXISTS, PV_VG, SIGNATURES, PV_CREATE, VG_CREATE]
 
 
-async def test_lvm_prepare_device_already_present() -> None:
+async def test_lvm_prepare_device_already_present_even_with_destroydata() -> None:
     nodes = Recorder()
-    s = spec(BrickBackend.LVM)
-    await LvmBackend(nodes, timeout=5, fstab=FSTAB).prepare(s.node, s.device)
+    await prepare(nodes, destroy_data=True)
     assert nodes.argvs == [VG_EXISTS]
 
 
 async def test_lvm_prepare_resumes_after_pvcreate() -> None:
-    nodes = Recorder(failing=(VG_EXISTS,))
-    s = spec(BrickBackend.LVM)
-    await LvmBackend(nodes, timeout=5, fstab=FSTAB).prepare(s.node, s.device)
-    assert nodes.argvs == [VG_EXISTS, PV_EXISTS, VG_CREATE]
+    """A PV in no VG holds no data: a crash between pvcreate and vgcreate left it."""
+    nodes = Recorder(failing=(VG_EXISTS,), stdout={PV_VG: "  \n"})
+    await prepare(nodes)
+    assert nodes.argvs == [VG_EXISTS, PV_VG, VG_CREATE]
+
+
+@pytest.mark.parametrize("destroy_data", [False, True])
+async def test_lvm_prepare_refuses_a_pv_of_another_volume_group(destroy_data: bool) -> None:
+    nodes = Recorder(failing=(VG_EXISTS,), stdout={PV_VG: "  vg_home\n"})
+    with pytest.raises(DeviceNotEmpty) as refused:
+        await prepare(nodes, destroy_data=destroy_data)
+    assert str(refused.value).startswith(
+        f"node {HOST} device /dev/vdb: is a physical volume of LVM volume group vg_home;"
+    )
+    assert nodes.argvs == [VG_EXISTS, PV_VG]
+
+
+async def test_lvm_prepare_refuses_a_device_with_a_filesystem() -> None:
+    nodes = Recorder(failing=(VG_EXISTS, PV_VG), stdout={SIGNATURES: XFS_FOUND})
+    with pytest.raises(DeviceNotEmpty) as refused:
+        await prepare(nodes)
+    assert str(refused.value) == (
+        f"node {HOST} device /dev/vdb: holds xfs at 0x0; set destroydata to wipe it, or name another device"
+    )
+    assert nodes.argvs == [VG_EXISTS, PV_VG, SIGNATURES]
+
+
+async def test_lvm_prepare_with_destroydata_wipes_first() -> None:
+    nodes = Recorder(failing=(VG_EXISTS, PV_VG), stdout={SIGNATURES: XFS_FOUND})
+    await prepare(nodes, destroy_data=True)
+    assert nodes.argvs == [VG_EXISTS, PV_VG, SIGNATURES, WIPE, PV_CREATE, VG_CREATE]
+
+
+async def test_lvm_prepare_stops_on_output_it_cannot_read() -> None:
+    nodes = Recorder(failing=(VG_EXISTS, PV_VG), stdout={SIGNATURES: "wipefs: something else"})
+    with pytest.raises(UnparsableOutput):
+        await prepare(nodes, destroy_data=True)
+    assert WIPE not in nodes.argvs
+
+
+async def test_lvm_measure_reads_the_volume_group_size() -> None:
+    report = json.dumps({"report": [{"vg": [{"vg_name": VG, "vg_size": "4290772992", "vg_free": "4290772992"}]}]})
+    nodes = Recorder(stdout={commands.vg_space(VG): report})
+    assert await LvmBackend(nodes, timeout=5, fstab=FSTAB).measure(device_spec()) == 4290772992
+    assert nodes.argvs == [commands.vg_space(VG)]
+
+
+async def test_lvm_resync_grows_the_physical_volume() -> None:
+    nodes = Recorder()
+    await LvmBackend(nodes, timeout=5, fstab=FSTAB).resync(device_spec())
+    assert nodes.argvs == [("lvm", "pvresize", "-qq", "/dev/vdb")]
 
 
 @pytest.mark.parametrize(
@@ -331,9 +396,14 @@ async def test_operations_pass_fstab_setting_and_snapshot_factor_to_the_lvm_back
         bricks=(s.brick,),
         snapshot_factor=2.0,
     )
-    nodes = Recorder(failing=(MOUNTED, LV_EXISTS, POOL_EXISTS, VG_EXISTS))
-    operations = VolumeOperations(nodes, StorageSettings(fstab="/etc/other-fstab"))
-    await operations.prepare_device(s.node, s.device)
+    report = json.dumps({"report": [{"vg": [{"vg_name": VG, "vg_size": "4290772992", "vg_free": "1"}]}]})
+    nodes = Recorder(
+        failing=(MOUNTED, LV_EXISTS, POOL_EXISTS, VG_EXISTS, PV_VG),
+        stdout={SIGNATURES: NOTHING_FOUND, commands.vg_space(VG): report},
+    )
+    operations = VolumeOperations(nodes, StorageSettings(fstab="/etc/other-fstab"), owner="t.state")
+    assert await operations.prepare_device(operations.device_spec("c1", s.node, s.device)) == 4290772992
+    assert (*VG_CREATE[:5], *VG_TAGS, "--addtag", "provisioner.owner=t.state", VG, "/dev/vdb") in nodes.argvs
     await operations.create_bricks(cluster, volume)
     [lvcreate] = [argv for argv in nodes.argvs if argv[:2] == ("lvm", "lvcreate")]
     assert lvcreate[lvcreate.index("--size") + 1] == "2097152K"
@@ -364,10 +434,10 @@ async def test_hostile_looking_paths_are_always_whole_argv_words(backend: BrickB
         escaped_mount,
         f"{source.replace(' ', chr(92) + '040')} {escaped_mount} xfs {options} 0 0",
     }
-    absent = (commands.is_mounted(mount), LV_EXISTS, POOL_EXISTS, VG_EXISTS, commands.pv_exists(s.device.name))
-    nodes = Recorder(failing=absent)
+    absent = (commands.is_mounted(mount), LV_EXISTS, POOL_EXISTS, VG_EXISTS, commands.pv_volume_group(s.device.name))
+    nodes = Recorder(failing=absent, stdout={commands.signatures(s.device.name): NOTHING_FOUND})
     backend_impl = (FileBackend if backend is BrickBackend.FILE else LvmBackend)(nodes, timeout=5, fstab=FSTAB)
-    await backend_impl.prepare(s.node, s.device)
+    await backend_impl.prepare(DeviceSpec(node=s.node, device=s.device, cluster="c1"))
     await backend_impl.create(s)
     await backend_impl.destroy(s)
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from provisioner.domain import Disperse, Distribute, Replicate
 from provisioner.storage import commands
 
@@ -145,7 +147,10 @@ def test_expansion_commands() -> None:
 
 
 def test_lvm_device_commands_use_heketis_flags() -> None:
-    assert commands.pv_exists("/dev/vdb") == ("lvm", "pvs", "--noheadings", "--options=pv_name", "/dev/vdb")
+    assert commands.pv_volume_group("/dev/vdb") == ("lvm", "pvs", "--noheadings", "--options=vg_name", "/dev/vdb")
+    assert commands.signatures("/dev/vdb") == ("wipefs", "--json", "/dev/vdb")
+    assert commands.wipe_signatures("/dev/vdb") == ("wipefs", "--all", "/dev/vdb")
+    assert commands.pv_resize("/dev/vdb") == ("lvm", "pvresize", "-qq", "/dev/vdb")
     assert commands.pv_create("/dev/vdb") == (
         "lvm",
         "pvcreate",
@@ -155,15 +160,19 @@ def test_lvm_device_commands_use_heketis_flags() -> None:
         "/dev/vdb",
     )
     assert commands.vg_exists("vg_d") == ("lvm", "vgs", "--noheadings", "--options=vg_name", "vg_d")
-    assert commands.vg_create("vg_d", "/dev/vdb") == (
+    assert commands.vg_create("vg_d", "/dev/vdb", tags=(("provisioner.device", "d"),)) == (
         "lvm",
         "vgcreate",
         "-qq",
         "--physicalextentsize=4M",
         "--autobackup=n",
+        "--addtag",
+        "provisioner.device=d",
         "vg_d",
         "/dev/vdb",
     )
+    with pytest.raises(ValueError, match="positional word"):
+        commands.signatures("--all")
 
 
 def test_lvm_brick_commands_use_heketis_flags() -> None:

@@ -159,6 +159,7 @@ def test_every_request_type_the_cli_can_send_is_accepted() -> None:
         catalog.DEVICE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
         catalog.DEVICE_ENABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
         catalog.DEVICE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
+        catalog.DEVICE_RESYNC_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
         catalog.EXPAND_REQUESTED: {"cluster": "dev", "name": "v", "size": 1},
     }
     for type_, data in samples.items():

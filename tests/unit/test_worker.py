@@ -233,7 +233,7 @@ async def test_node_add_probes_and_remove_detaches() -> None:
     third = default_topology(3).nodes[2]
     added = await change(world, catalog.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
     assert isinstance(added.result.data, results.TopologyLoaded) and added.result.data.nodes == 3
-    assert world.nodes.peers == {"10.0.0.3"}
+    assert world.nodes.peers == {"10.0.0.2", "10.0.0.3"}  # the load probed the second node
     assert ("10.0.0.3", ("mkdir", "-p", "--", "/srv/devices/dev1")) in world.nodes.calls
     assert (await world.provision(name="three")).result.type.endswith("succeeded.v1")  # now 3 nodes
     refused = await change(world, catalog.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
@@ -241,7 +241,7 @@ async def test_node_add_probes_and_remove_detaches() -> None:
     await world.delete(name="three")
     removed = await change(world, catalog.NODE_REMOVE_REQUESTED, models.NodeRef(cluster="dev", host="10.0.0.3"))
     assert isinstance(removed.result.data, results.TopologyLoaded) and removed.result.data.nodes == 2
-    assert world.nodes.peers == set()
+    assert world.nodes.peers == {"10.0.0.2"}
 
 
 async def test_a_node_whose_host_key_fails_never_joins_the_pool() -> None:
@@ -255,7 +255,7 @@ async def test_a_node_whose_host_key_fails_never_joins_the_pool() -> None:
     world.nodes.faults.append(impostor)
     added = await change(world, catalog.NODE_ADD_REQUESTED, models.AddNode(cluster="dev", node=third))
     assert failure(added).reason == "HostKeyRejected"
-    assert world.nodes.peers == set(), "no member was asked to peer-probe it"
+    assert world.nodes.peers == {"10.0.0.2"}, "no member was asked to peer-probe it"
     assert not [argv for _, argv in world.nodes.calls if "probe" in argv]
     assert len(world.state.require_cluster("dev").nodes) == 2
 
