@@ -33,6 +33,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with kubernetes-asyncio; no stubs installed
 
 from devstack.stack import DEV_STATE, REPO, Daemon, Stack, free_port, produce
+from provisioner.cli.requests import requests_from_file
+from provisioner.planning.clusters import cluster_from
+from provisioner.state import StateChange
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +123,7 @@ def topology_file(directory: Path, cluster: str, *, ghost: bool = False) -> Path
     document = json.loads(TOPOLOGY.read_text())
     entry = document["clusters"][0]
     entry["id"] = cluster
-    if ghost:  # one node nobody listens for: its probe fails with NodeUnreachable
+    if ghost:  # one node nobody listens for: its health probe fails with NodeUnreachable
         node = entry["nodes"][0]
         node["node"]["hostnames"] = {"manage": ["127.0.0.1"], "storage": ["127.0.0.1"]}
         entry["nodes"] = [node]
@@ -169,8 +172,14 @@ async def observed(stack: Stack, prometheus: str, tmp_path_factory: pytest.TempP
             await wait_for(session, f'up{{instance="{instance}"}} == 1')
 
         cli(mine, "topology", "load", str(topology_file(workdir, cluster)), "--wait", "--timeout", "60")
-        ghost = topology_file(workdir, f"{cluster}-ghost", ghost=True)
-        cli(mine, "topology", "load", str(ghost), "--wait", "--timeout", "60")
+        # A load probes its nodes, so one that is down cannot be loaded: a cluster whose node went
+        # down after its load is written to the state topic, and the daemon restarted to read it.
+        [ghost] = requests_from_file(topology_file(workdir, f"{cluster}-ghost", ghost=True), cluster=None)
+        change = StateChange.put_cluster(cluster_from(ghost))
+        await produce(mine, change.value or b"", key=change.key.encode(), topic=mine.topic("state"))
+        daemon.stop()
+        daemon.start()
+        await daemon.wait_ready()
         name = f"{cluster}_vol"
         cli(mine, "request", "provision", "--cluster", cluster, "--size", "1GiB", "--name", name, "--wait")
         failed = cli(mine, "request", "provision", "--cluster", "nosuch", "--size", "1GiB", "--wait", expect=1)
