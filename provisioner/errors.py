@@ -128,6 +128,13 @@ class NoDeviceWithSpace(NoCapacity):
     reason = "NoDeviceWithSpace"
 
 
+class DeviceFull(NoCapacity):
+    """A device had less room than placement believed (filled behind our back, or a thin pool full);
+    the message names the node and the device."""
+
+    reason = "DeviceFull"
+
+
 class TooManyBricks(NoCapacity):
     reason = "TooManyBricks"
 

@@ -77,6 +77,7 @@ DRIFT_KINDS = (
     "orphan_volume",  # a gluster volume carrying our id without a record
     "missing_brick",  # a recorded brick that is not on its node
     "missing_volume",  # a recorded online volume that gluster does not have
+    "missing_device",  # an lvm device whose VG is not on its node (a disk gone), with the bricks it held
     "interrupted",  # a record stuck in creating/deleting with no request working on it
 )
 

@@ -11,6 +11,8 @@ Kinds (``metrics.DRIFT_KINDS``):
 - ``orphan_brick``: a brick of ours on a node that no desired volume names; repair destroys it.
 - ``missing_volume`` / ``missing_brick``: an online volume (or its brick) that the nodes lack;
   reported, never invented back.
+- ``missing_device``: an lvm device whose volume group its node does not have (the disk is gone,
+  or not found at boot), named with every brick of a volume record it held.
 - ``interrupted``: a volume record stuck in creating / expanding / deleting; a redelivered request
   normally finishes it, so only a stale one (no progress for a while) is repaired, by sending the
   request that finishes or rolls it back. Unfinished brick moves (evacuation) are reported too; the
@@ -56,6 +58,7 @@ class Inventory:
     bricks: tuple[NodeBrick, ...]
     unreachable: tuple[str, ...] = ()
     space: tuple[DeviceSpace, ...] = ()
+    missing_devices: tuple[DeviceId, ...] = ()  # lvm devices whose VG their (reachable) node lacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,20 @@ def find_drift(
                         volume_id=volume.id,
                     )
                 )
+
+    for device_id in inventory.missing_devices:
+        node, device = cluster.device(device_id)
+        held = [f"{b.id} of {v.name}" for v in volumes for b in v.bricks if b.device == device_id]
+        found.append(
+            Drift(
+                "missing_device",
+                cluster.id,
+                device.name,
+                f"device {device.name} on {node.manage} is missing (no volume group vg_{device_id}); "
+                + (f"it held {len(held)} brick(s): {', '.join(held)}" if held else "it held no brick"),
+                node=node.manage,
+            )
+        )
 
     on_nodes = {(b.device, b.brick): b for b in inventory.bricks}
     for volume in volumes:

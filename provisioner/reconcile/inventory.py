@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
-from provisioner.domain import BrickBackend, Cluster, DeviceSpace, Node
+from provisioner.domain import BrickBackend, Cluster, DeviceId, DeviceSpace, Node
 from provisioner.errors import ProvisionerError
 from provisioner.executor import CommandResult, Executor
 from provisioner.reconcile.drift import (
@@ -34,6 +35,8 @@ from provisioner.storage.parsing import (
 )
 
 log = logging.getLogger(__name__)
+VG_NOT_FOUND = re.compile(r"Volume group \S+ not found")
+"""How ``vgs`` says a VG is not there (and not, say, that lvm itself failed)."""
 
 
 class NodeInventory:
@@ -49,16 +52,21 @@ class NodeInventory:
         volumes = await self._ops.all_volumes(cluster)
         return Inventory(
             volumes=tuple(volumes) if volumes is not None else None,
-            bricks=tuple(b for bricks, _ in read for b in bricks),
+            bricks=tuple(b for bricks, _, _ in read for b in bricks),
             unreachable=unreachable,
-            space=tuple(s for _, spaces in read for s in spaces),
+            space=tuple(s for _, spaces, _ in read for s in spaces),
+            missing_devices=tuple(d for _, _, missing in read for d in missing),
         )
 
-    async def _node(self, cluster: Cluster, node: Node) -> tuple[list[NodeBrick], list[DeviceSpace]] | None:
-        """The bricks on one node and its devices' room, or None when it cannot be read."""
+    async def _node(
+        self, cluster: Cluster, node: Node
+    ) -> tuple[list[NodeBrick], list[DeviceSpace], list[DeviceId]] | None:
+        """The bricks on one node, its devices' room and its lvm devices without their VG, or None
+        when it cannot be read."""
         host = node.manage
         stored: list[NodeBrick] = []
         spaces: list[DeviceSpace] = []
+        missing: list[DeviceId] = []
         try:
             files = {d.name: d.id for d in node.devices if d.backend is BrickBackend.FILE}
             for directory, file_device in files.items():
@@ -75,12 +83,14 @@ class NodeInventory:
                     space = await self._run(host, commands.vg_space(f"vg_{device.id}"), check=False)
                     if space.exit_status == 0:
                         spaces.append(DeviceSpace(device.id, *parse_vg_space(space.stdout)))
+                    elif VG_NOT_FOUND.search(space.stderr):
+                        missing.append(device.id)
             mounts = await self._run(host, commands.list_mounts())
         except (ProvisionerError, UnparsableOutput) as e:
             log.warning("reconcile: node %s not read: %s", host, e)
             return None
         devices = {str(d.id) for d in node.devices}
-        return with_mounts(host, stored, parse_findmnt(mounts.stdout), cluster.brick_root, devices), spaces
+        return with_mounts(host, stored, parse_findmnt(mounts.stdout), cluster.brick_root, devices), spaces, missing
 
     async def _run(self, host: str, argv: commands.Argv, *, check: bool = True) -> CommandResult:
         return await self._executor.run(host, argv, timeout=self._timeout, check=check)

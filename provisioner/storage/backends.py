@@ -19,11 +19,12 @@ bricks go, and whether a device has room, is the allocator's job, not this modul
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 from provisioner.domain import Brick, BrickBackend, Device, Node, VolumeId, brick_mount_point
-from provisioner.errors import DeviceNotEmpty
+from provisioner.errors import CommandFailed, DeviceFull, DeviceNotEmpty
 from provisioner.executor import Executor
 from provisioner.storage import commands, tags
 from provisioner.storage.parsing import parse_signatures, parse_vg_space
@@ -162,6 +163,8 @@ class FileBackend(_NodeCommands):
 # --- lvm --------------------------------------------------------------------------------------------
 
 EXTENT_KIB = 4 * 1024  # vgcreate --physicalextentsize=4M
+FULL = re.compile(r"insufficient free space|not enough free space|Insufficient suitable", re.IGNORECASE)
+"""How lvcreate says the VG has no room for the pool (``Volume group "vg_x" has insufficient free space``)."""
 MAX_POOL_METADATA_KIB = 16 * 1024 * 1024  # LVM's limit for thin pool metadata, 16 GiB
 
 
@@ -282,7 +285,16 @@ class LvmBackend(_NodeCommands):
         argv = commands.thin_pool_and_lv_create(
             vg, pool, lv, pool_kib=size.pool, metadata_kib=size.metadata, virtual_kib=size.virtual, tags=marks
         )
-        await self._run(host, argv)
+        try:
+            await self._run(host, argv)
+        except CommandFailed as e:
+            if FULL.search(e.stderr) is None:
+                raise
+            needed = (size.pool + size.metadata) * 1024
+            raise DeviceFull(
+                f"node {host} device {spec.device.name}: no room for a brick of {spec.brick.size} bytes "
+                f"({needed} bytes of thin pool and metadata): {e.stderr.strip().splitlines()[-1][:300]}"
+            ) from e
 
     async def destroy(self, spec: BrickSpec) -> None:
         """Heketi's order: unmount, fstab (before the LV goes, so a crash cannot leave an fstab that

@@ -10,8 +10,10 @@ VG, no signature on the data disks).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,8 @@ import pytest_asyncio
 from devstack.guests import Guests, load_guests
 from devstack.stack import Daemon, Stack
 from provisioner.executor.ssh import SshExecutor
+from provisioner.storage import commands
+from provisioner.storage.parsing import BrickHeal, parse_heal_info
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +44,10 @@ def own(stack: Stack) -> Stack:
 @pytest_asyncio.fixture(scope="module")
 async def daemon(own: Stack, guests: Guests, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daemon]:
     await guests.scrub()
-    process = Daemon(own, tmp_path_factory.mktemp("lvm") / "daemon.log", extra_env=guests.daemon_env())
+    # No periodic pass while the tests fill VGs behind the daemon's back: each check sees the
+    # request path itself, not what a pass happened to read first.
+    env = {**guests.daemon_env(), "PROVISIONER_WORKER__RECONCILE_INTERVAL": "3600"}
+    process = Daemon(own, tmp_path_factory.mktemp("lvm") / "daemon.log", extra_env=env)
     process.start()
     try:
         await process.wait_ready()
@@ -76,6 +83,16 @@ async def lines(ssh: SshExecutor, node: str, *argv: str) -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+async def volume_groups(ssh: SshExecutor, node: str) -> dict[str, str]:
+    """Data disk -> the VG on it."""
+    rows = await lines(ssh, node, "lvm", "pvs", "--noheadings", "--separator", ":", "-o", "pv_name,vg_name")
+    return dict(row.split(":", 1) for row in rows)
+
+
+async def lv_names(ssh: SshExecutor, node: str, vg: str) -> list[str]:
+    return await lines(ssh, node, "lvm", "lvs", "--noheadings", "-o", "lv_name", vg)
+
+
 async def thin_lvs(ssh: SshExecutor, node: str) -> list[str]:
     """The thin brick LVs on ``node`` (``brick_<id>``), each checked to sit in its own thin pool."""
     rows = await lines(ssh, node, "lvm", "lvs", "--noheadings", "--separator", ":", "-o", "lv_name,lv_attr,pool_lv")
@@ -96,7 +113,9 @@ async def test_a_heketi_topology_with_bare_paths_loads_and_provisions_on_thin_lv
     assert refused.returncode != 0, refused.stdout
     assert "DeviceNotEmpty" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert f"node {first} device {disk}: holds xfs at 0x0" in refused.stdout + refused.stderr
-    assert (await lines(ssh, first, "wipefs", "--noheadings", "--output", "TYPE", disk)) == ["xfs"], "refused: untouched"
+    assert (await lines(ssh, first, "wipefs", "--noheadings", "--output", "TYPE", disk)) == ["xfs"], (
+        "refused: untouched"
+    )
 
     marked = heketi_file(tmp_path / "destroy.json", guests, destroy=(first, disk))
     loaded = own.cli("topology", "load", str(marked), "--cluster", cluster, "--wait", "--timeout", "300")
@@ -115,6 +134,16 @@ async def test_a_heketi_topology_with_bare_paths_loads_and_provisions_on_thin_lv
     shown = own.cli("state", "show", "--cluster", cluster)
     assert shown.returncode == 0, shown.stderr
     print(shown.stdout)
+
+    # Someone fills both VGs of the first guest behind our back: the request fails naming the device.
+    groups = await volume_groups(ssh, first)
+    for vg in groups.values():
+        await ssh.run(first, ("lvm", "lvcreate", "-qq", "-l", "100%FREE", "-n", "filler", vg), timeout=120)
+    full = own.cli("request", "provision", "--cluster", cluster, "--size", "1GiB", "--wait", "--timeout", "600")
+    assert full.returncode == 1 and "FAILED (DeviceFull): node " + first + " device /dev/vd" in full.stdout, full.stdout
+    assert await thin_lvs(ssh, first) == [], "rolled back"
+    for vg in groups.values():
+        await ssh.run(first, ("lvm", "lvremove", "-f", f"{vg}/filler"), timeout=120)
 
     name = f"lvm_{uuid.uuid4().hex[:8]}"
     created = own.cli(
@@ -135,9 +164,99 @@ async def test_a_heketi_topology_with_bare_paths_loads_and_provisions_on_thin_lv
     assert all([len(await thin_lvs(ssh, node)) == 2 for node in guests.nodes]), "one more replica set"
 
     own.assert_no_drift(cluster)
+
+    # An orphan LV of ours (a crashed create) is found and removed; nothing else is touched.
+    orphan = uuid.uuid4().hex
+    marks: tuple[str, ...] = ("--addtag", f"provisioner.volume={uuid.uuid4().hex}")
+    marks += ("--addtag", f"provisioner.brick={orphan}", "--addtag", f"provisioner.owner={own.topic('state')}")
+    vg = groups[guests.disks[0]]
+    await ssh.run(
+        first,
+        (
+            *("lvm", "lvcreate", "-qq", "--poolmetadatasize", "4M", "--size", "64M", "--thin", f"{vg}/tp_{orphan}"),
+            *("--virtualsize", "64M", "--name", f"brick_{orphan}", *marks),
+        ),
+        timeout=120,
+    )
+    found = own.cli("reconcile", "--cluster", cluster)
+    assert "orphan_brick" in found.stdout and orphan in found.stdout, found.stdout + found.stderr
+    repaired = own.cli("reconcile", "--cluster", cluster, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert f"brick_{orphan}" not in "".join(await lines(ssh, first, "lvm", "lvs", "-o", "lv_name"))
+    own.assert_no_drift(cluster)
+
+    # A brick whose LV is gone is reported, and nothing recreates it behind the operator's back.
+    last = guests.nodes[-1]
+    [gone, _] = await thin_lvs(ssh, last)
+    [mount_point] = [m.split()[1] for m in await lines(ssh, last, "cat", "/proc/mounts") if f"-{gone} " in m]
+    await ssh.run(last, ("umount", "--", mount_point), timeout=120)
+    [gone_vg] = [v for v in (await volume_groups(ssh, last)).values() if gone in await lv_names(ssh, last, v)]
+    await ssh.run(last, ("lvm", "lvremove", "-f", f"{gone_vg}/{gone}"), timeout=120)
+    for _ in range(2):
+        missing = own.cli("reconcile", "--cluster", cluster, "--repair")
+        assert "missing_brick" in missing.stdout and gone.removeprefix("brick_") in missing.stdout, missing.stdout
+    assert gone not in await lv_names(ssh, last, gone_vg), "not silently recreated"
+
     deleted = own.cli("request", "delete", "--cluster", cluster, "--name", name, "--wait", "--timeout", "600")
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
     for node in guests.nodes:
         assert await thin_lvs(ssh, node) == []
         assert "/var/lib/provisioner/mounts/" not in (await ssh.run(node, ("cat", "/etc/fstab"), timeout=30)).stdout
     own.assert_no_drift(cluster)
+
+
+async def healed(ssh: SshExecutor, node: str, volume: str, *, timeout: float = 420) -> list[BrickHeal]:
+    """Heal info once every brick is connected with nothing left to heal (fails after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = await ssh.run(node, commands.volume_heal_info(volume, timeout=60), timeout=90, check=False)
+        bricks = parse_heal_info(done.stdout) if done.ok else []
+        if bricks and all(b.connected and b.pending == 0 for b in bricks):
+            return bricks
+        assert time.monotonic() < deadline, f"{volume} not healed within {timeout}s: {bricks or done.stdout}"
+        await asyncio.sleep(5)
+
+
+async def test_a_disk_lost_at_boot_is_reported_and_its_bricks_mount_again_from_fstab(
+    own: Stack, daemon: Daemon, guests: Guests, ssh: SshExecutor, tmp_path: Path
+) -> None:
+    """A power cut, and the guest comes back without one disk: reconcile names the device and the
+    brick it held; the volume keeps serving (replica 3). Rebooted with the disk, the brick is mounted
+    again from /etc/fstab, glusterd starts it, and what was written meanwhile heals onto it."""
+    await guests.scrub()
+    cluster = f"boot-{uuid.uuid4().hex[:6]}"
+    loaded = own.cli("topology", "load", str(heketi_file(tmp_path / "t.json", guests)), "--cluster", cluster, "--wait")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    name = f"boot_{uuid.uuid4().hex[:8]}"
+    created = own.cli(
+        "request", "provision", "--cluster", cluster, "--size", "1GiB", "--name", name, "--wait", "--timeout", "600"
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    first, last, last_name = guests.nodes[0], guests.nodes[-1], guests.names[-1]
+    client = "/mnt/boot-test"
+    await ssh.run(first, ("mkdir", "-p", "--", client), timeout=30)
+    await ssh.run(first, ("mount", "-t", "glusterfs", f"{first}:/{name}", client), timeout=120)
+    try:
+        await ssh.run(first, ("sh", "-c", 'echo before >"$1/before"', "sh", client), timeout=120)
+        [lv] = await thin_lvs(ssh, last)
+        [disk] = [d for d, vg in (await volume_groups(ssh, last)).items() if lv in await lv_names(ssh, last, vg)]
+        await asyncio.to_thread(guests.reboot, last_name, without_disks=(disk.removeprefix("/dev/"),), hard=True)
+
+        found = own.cli("reconcile", "--cluster", cluster)
+        assert found.returncode != 0, found.stdout
+        assert "missing_device" in found.stdout and f"device {disk} on {last} is missing" in found.stdout, found.stdout
+        assert f"it held 1 brick(s): {lv.removeprefix('brick_')} of {name}" in found.stdout, found.stdout
+        await ssh.run(first, ("sh", "-c", 'echo during >"$1/during"', "sh", client), timeout=180)
+
+        await asyncio.to_thread(guests.reboot, last_name)
+        mounted = [m for m in await lines(ssh, last, "cat", "/proc/mounts") if f"-{lv} " in m]
+        assert len(mounted) == 1, f"{lv} not mounted again from /etc/fstab after the reboot"
+        bricks = await healed(ssh, first, name)
+        assert len(bricks) == 3
+        brick_dir = mounted[0].split()[1] + "/brick"
+        assert (await lines(ssh, last, "cat", f"{brick_dir}/during")) == ["during"], "healed onto the returned brick"
+        own.assert_no_drift(cluster)
+    finally:
+        await ssh.run(first, ("umount", "-l", "--", client), timeout=60, check=False)
+    deleted = own.cli("request", "delete", "--cluster", cluster, "--name", name, "--wait", "--timeout", "600")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr

@@ -7,6 +7,7 @@ backend on the namespace nodes, the lvm backend on the QEMU storage guests (e2e)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -24,7 +25,7 @@ from provisioner.domain import (
     Volume,
     VolumeId,
 )
-from provisioner.errors import DeviceNotEmpty
+from provisioner.errors import DeviceFull, DeviceNotEmpty
 from provisioner.executor import Argv, CommandResult
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
@@ -50,14 +51,22 @@ DEVNODE = f"/dev/mapper/{VG}-brick_{BRICK_ID}"
 class Recorder:
     """Answers every command with exit 0 (empty output) unless told otherwise; records the calls."""
 
-    def __init__(self, *, failing: tuple[Argv, ...] = (), stdout: dict[Argv, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        failing: tuple[Argv, ...] = (),
+        stdout: dict[Argv, str] | None = None,
+        stderr: Callable[[Argv], str] = lambda argv: "",
+    ) -> None:
         self.failing = set(failing)
         self.stdout = stdout or {}
+        self.stderr = stderr
         self.calls: list[tuple[str, Argv]] = []
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
         self.calls.append((host, argv))
-        result = CommandResult(host, argv, 5 if argv in self.failing else 0, self.stdout.get(argv, ""), "")
+        failed = argv in self.failing or bool(self.stderr(argv))
+        result = CommandResult(host, argv, 5 if failed else 0, self.stdout.get(argv, ""), self.stderr(argv))
         return result.check() if check else result
 
     async def close(self) -> None:
@@ -209,6 +218,22 @@ async def test_lvm_create_fresh() -> None:
         ("mount", "-o", "rw,inode64,noatime,nouuid", "--", DEVNODE, MOUNT),
         *BRICK_DIR_STEPS,
     ]
+
+
+async def test_lvm_create_on_a_volume_group_filled_behind_our_back_names_the_device() -> None:
+    def full(argv: Argv) -> str:
+        return (
+            '  Volume group "vg_d" has insufficient free space (3 extents): 258 required.\n' if "--size" in argv else ""
+        )
+
+    nodes = Recorder(failing=(MOUNTED, LV_EXISTS, POOL_EXISTS), stderr=full)
+    with pytest.raises(DeviceFull) as raised:
+        await LvmBackend(nodes, timeout=5, fstab=FSTAB).create(spec(BrickBackend.LVM))
+    assert str(raised.value) == (
+        f"node {HOST} device /dev/vdb: no room for a brick of {GiB} bytes (1082130432 bytes of thin pool and "
+        'metadata): Volume group "vg_d" has insufficient free space (3 extents): 258 required.'
+    )
+    assert raised.value.reason == "DeviceFull"
 
 
 async def test_lvm_create_when_already_mounted_only_ensures_fstab_and_brick_dir() -> None:

@@ -170,6 +170,24 @@ def test_missing_volume_and_brick_are_reported_not_repaired() -> None:
     assert "not mounted" in drift.detail
 
 
+def test_a_missing_disk_is_named_with_the_bricks_it_held() -> None:
+    nodes = healthy(volume(1), volume(2))
+    gone = DEVICES[1]
+    without = dataclasses.replace(
+        nodes, bricks=tuple(b for b in nodes.bricks if b.device != gone), missing_devices=(gone,)
+    )
+    found = find_drift(CLUSTER, [volume(1), volume(2)], without, OWNER)
+    assert [(d.kind, d.subject, d.node, d.repairable) for d in found] == [
+        ("missing_brick", hexid(1001), HOSTS[1], False),
+        ("missing_brick", hexid(2001), HOSTS[1], False),
+        ("missing_device", "/srv/dev", HOSTS[1], False),
+    ]
+    assert found[-1].detail == (
+        f"device /srv/dev on {HOSTS[1]} is missing (no volume group vg_{gone}); "
+        f"it held 2 brick(s): {hexid(1001)} of vol_1, {hexid(2001)} of vol_2"
+    )
+
+
 def test_unreachable_nodes_and_an_unanswered_volume_list_are_not_judged() -> None:
     nodes = healthy(volume(1))
     blind = Inventory(volumes=None, bricks=nodes.bricks[1:], unreachable=(HOSTS[0],))
