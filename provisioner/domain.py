@@ -92,6 +92,10 @@ class Disperse:
 Durability = Distribute | Replicate | Disperse
 
 
+Tags = tuple[tuple[str, str], ...]
+"""Heketi's node and device tags, sorted by key: placement matches on them (``planning.tags``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Device:
     id: DeviceId
@@ -99,6 +103,7 @@ class Device:
     capacity: int  # bytes usable for bricks
     backend: BrickBackend = BrickBackend.FILE
     enabled: bool = True
+    tags: Tags = ()  # its own; a node's tags apply to its devices unless a device tag of the key overrides
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,7 @@ class Node:
     zone: int = 1
     devices: tuple[Device, ...] = ()
     enabled: bool = True
+    tags: Tags = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,7 @@ class Volume:
     labels: tuple[tuple[str, str], ...] = field(default=())
     snapshot_factor: float = 1.0  # thin pool size over brick size, for the lvm backend
     replacing: tuple[Replacement, ...] = ()  # brick moves recorded but not finished (absent in older records)
+    device_tag_match: str | None = None  # Heketi's ``key=value`` / ``key!=value``: where its bricks may go
 
 
 def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:

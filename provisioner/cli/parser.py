@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--gid", type=int, help="group owning the brick root (chmod 2775)")
     provision.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="gluster option")
     provision.add_argument("--zone-checking", choices=["strict", "none"], default="none")
+    provision.add_argument(
+        "--device-tag-match", metavar="KEY=VALUE", help="only devices tagged so (or KEY!=VALUE: not so), e.g. disk=ssd"
+    )
     _wait_flags(provision)
 
     expand = request.add_parser("expand", help="grow a volume by whole brick sets")

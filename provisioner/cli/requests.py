@@ -112,6 +112,7 @@ def provision_data(args: argparse.Namespace) -> models.ProvisionVolume:
             "gid": args.gid,
             "options": options,
             "zone_checking": args.zone_checking,
+            "device_tag_match": args.device_tag_match,
         },
     )
 

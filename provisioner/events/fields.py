@@ -22,6 +22,8 @@ OPTION_VALUE_PATTERN = r"^[A-Za-z0-9_.,:/=+][A-Za-z0-9_.,:/=+-]{0,255}$"
 """A gluster volume option value. Never a leading ``-``: the gluster CLI takes any ``--word`` anywhere
 in its argv as one of its own options (``--log-file=...``, ``--remote-host=...``)."""
 LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
+TAG_MATCH_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_./-]{0,62})(!?=)([A-Za-z0-9_./-]{0,63})$"
+"""Heketi's device tag match: ``key=value`` or ``key!=value`` (a key is a tag name, see LABEL_PATTERN)."""
 KUBE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 KUBE_NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 KUBE_UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"

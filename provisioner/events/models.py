@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from provisioner import domain
 from provisioner.events.fields import (
     CSI_DRIVER,
+    TAG_MATCH_PATTERN,
     AbsolutePath,
     ClusterIdField,
     CsiDriverName,
@@ -168,6 +169,11 @@ class ProvisionVolume(Model):
     snapshot_factor: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
         1.0, description="LVM thin pool = brick size x this factor, room for snapshots (Heketi's snapfactor)."
     )
+    device_tag_match: Annotated[str, Field(pattern=TAG_MATCH_PATTERN)] | None = Field(
+        None,
+        description="Heketi's user.heketi.device-tag-match: key=value puts every brick (now and on expand or "
+        "evacuation) on devices tagged so; key!=value on devices that are not.",
+    )
     kubernetes: ClaimVolume | None = Field(None, description="Also create the claim's PV, Endpoints and Service.")
 
 
@@ -205,6 +211,13 @@ class ExpandVolume(Model):
         return self
 
 
+def _arbiter_tag(tags: dict[str, str]) -> dict[str, str]:
+    """Heketi's ``arbiter`` tag takes one of three values; anything else would be silently ignored."""
+    if "arbiter" in tags and tags["arbiter"] not in ("supported", "required", "disabled"):
+        raise ValueError(f"tag arbiter={tags['arbiter']!r}: use supported, required or disabled")
+    return tags
+
+
 class TopologyDevice(Model):
     """A Heketi device entry, plus our ``backend`` and ``capacity`` (required for file devices)."""
 
@@ -213,7 +226,7 @@ class TopologyDevice(Model):
     enabled: bool = True
     backend: Literal["lvm", "file"] = "lvm"
     capacity: SizeBytes | None = None
-    tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+    tags: Annotated[dict[Label, Label], Field(max_length=32), AfterValidator(_arbiter_tag)] = {}
 
     @model_validator(mode="after")
     def _file_needs_capacity(self) -> TopologyDevice:
@@ -231,7 +244,7 @@ class TopologyNodeInfo(Model):
     hostnames: TopologyHostnames
     zone: Annotated[int, Field(ge=0, le=1_000_000)] = 1
     enabled: bool = True
-    tags: Annotated[dict[Label, Label], Field(max_length=32)] = {}
+    tags: Annotated[dict[Label, Label], Field(max_length=32), AfterValidator(_arbiter_tag)] = {}
 
 
 class TopologyNode(Model):

@@ -25,6 +25,7 @@ from provisioner.handling.request import Request, Storage
 from provisioner.handling.results import progress, succeeded, volume_out
 from provisioner.planning.allocator import PlacementRequest, ZoneChecking, plan_volume
 from provisioner.planning.expansion import plan_expansion
+from provisioner.planning.tags import TagMatch
 from provisioner.state import StateChange
 
 
@@ -73,6 +74,7 @@ class Provision:
                 size=data.size,
                 durability=data.durability.to_domain(),
                 zone_checking=ZoneChecking(data.zone_checking),
+                tag_match=TagMatch.parse(data.device_tag_match) if data.device_tag_match else None,
             )
             usage = storage.state.usage(cluster.id)
             plan = storage.placement.placed(
@@ -94,6 +96,7 @@ class Provision:
                 request=RequestId(self._request.event.id),
                 labels=tuple(sorted(data.labels.items())),
                 snapshot_factor=data.snapshot_factor,
+                device_tag_match=data.device_tag_match,
             )
             await storage.record(self._request, self._volume)
 

@@ -11,11 +11,14 @@ Rules, in order of strength:
    stay empty; among equally free devices the first one clockwise on a hash ring, from a point
    hashed from (volume, set), wins, so equal devices share the load;
 4. a volume too large for one brick is split into 2, 4, 8, ... distribute sets within the
-   min/max brick size and the brick count limit (Heketi's rule).
+   min/max brick size and the brick count limit (Heketi's rule);
+5. Heketi's tags (``planning.tags``): a volume's device tag match, and the ``arbiter`` tag that
+   keeps arbiter bricks off some devices and data bricks off others.
 Failures name the specific shortfall instead of a bare "no space".
 
 Cost: the devices are indexed by free bytes (``planning.index``), so a placement looks at a few
-devices, not at all of them.
+devices, not at all of them. A tagged cluster or a tag-matched volume is planned on a narrowed copy
+of the cluster with an index of its own, built per plan (linear in the cluster's devices).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from provisioner.domain import Brick, BrickId, Cluster, Durability, Replicate, VolumeId, derive_id
+from provisioner.domain import Brick, BrickId, Cluster, DeviceId, Durability, NodeId, Replicate, VolumeId, derive_id
 from provisioner.errors import (
     MinimumBrickSize,
     NoCapacity,
@@ -33,6 +36,7 @@ from provisioner.errors import (
     TooManyBricks,
 )
 from provisioner.planning.index import ClusterSlots, DeviceIndex, DeviceUsage, Usage, hash64
+from provisioner.planning.tags import TagMatch, eligible
 
 ALIGN = 4 * 1024**2  # brick sizes are rounded up to 4 MiB, the LVM extent size
 
@@ -56,6 +60,7 @@ class PlacementRequest:
     size: int
     durability: Durability
     zone_checking: ZoneChecking = ZoneChecking.NONE
+    tag_match: TagMatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +80,15 @@ def _align(size: int) -> int:
 
 def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limits: Limits = Limits()) -> Plan:
     """Place every brick of the volume or raise NoCapacity with the most specific reason."""
-    index = usage.index_for(cluster) if isinstance(usage, DeviceUsage) else DeviceIndex(ClusterSlots(cluster), usage)
     durability = request.durability
-    _check_nodes(request, index.topology)
+    has_arbiter = isinstance(durability, Replicate) and durability.arbiter
+    data = arbiter = _index(cluster, cluster, usage)
+    if request.tag_match is not None or data.topology.tagged:
+        data_view = eligible(cluster, request.tag_match, arbiter=False)
+        arbiter_view = eligible(cluster, request.tag_match, arbiter=True) if has_arbiter else data_view
+        data = _index(data_view, cluster, usage)
+        arbiter = data if arbiter_view is data_view else _index(arbiter_view, cluster, usage)
+    _check_nodes(request, data.topology, arbiter.topology)
     last_failure: NoCapacity | None = None
     sets = 1
     while True:
@@ -92,54 +103,79 @@ def plan_volume(request: PlacementRequest, cluster: Cluster, usage: Usage, limit
         brick_size = max(share, limits.min_brick)
         if brick_size <= limits.max_brick:
             try:
-                return _place(request, index, limits, sets=sets, brick_size=brick_size)
+                return _place(request, data, arbiter, limits, sets=sets, brick_size=brick_size)
             except NoCapacity as failure:
                 last_failure = failure
         sets *= 2
 
 
-def _check_nodes(request: PlacementRequest, topology: ClusterSlots) -> None:
+def _index(view: Cluster, cluster: Cluster, usage: Usage) -> DeviceIndex:
+    """The cached index of the whole cluster, or a throwaway one of a narrowed view of it."""
+    if view is cluster and isinstance(usage, DeviceUsage):
+        return usage.index_for(cluster)
+    return DeviceIndex(ClusterSlots(view), usage)
+
+
+def _check_nodes(request: PlacementRequest, data: ClusterSlots, arbiter: ClusterSlots) -> None:
     need = request.durability.set_size
-    cluster = topology.cluster
-    if topology.usable_nodes < need:
+    cluster = data.cluster
+    matching = f" with devices matching {request.tag_match}" if request.tag_match is not None else ""
+    usable = data.usable_nodes if arbiter is data else len(data.node_key_of.keys() | arbiter.node_key_of.keys())
+    if usable < need:
         raise NotEnoughNodes(
-            f"cluster {cluster.id} has {topology.usable_nodes} usable node(s); {need} are needed for one brick set",
+            f"cluster {cluster.id} has {usable} usable node(s){matching}; {need} are needed for one brick set",
         )
-    if request.zone_checking is ZoneChecking.STRICT and topology.usable_zones < need:
+    zones = data.usable_zones if arbiter is data else len(set(data.zones) | set(arbiter.zones))
+    if request.zone_checking is ZoneChecking.STRICT and zones < need:
         raise NotEnoughZones(
-            f"cluster {cluster.id} has {topology.usable_zones} zone(s); strict zone checking needs {need}",
+            f"cluster {cluster.id} has {zones} zone(s){matching}; strict zone checking needs {need}",
         )
 
 
-def _place(request: PlacementRequest, index: DeviceIndex, limits: Limits, *, sets: int, brick_size: int) -> Plan:
-    top = index.topology
+def _place(
+    request: PlacementRequest,
+    data: DeviceIndex,
+    arbiter: DeviceIndex,
+    limits: Limits,
+    *,
+    sets: int,
+    brick_size: int,
+) -> Plan:
+    """Each brick from the index of its role (the same index unless tags set the roles apart).
+    What the set has used is kept by node and device id, and turned into each index's slots."""
     arbiter_size = _align(max(limits.min_brick, brick_size // limits.arbiter_ratio))
     durability = request.durability
     strict = request.zone_checking is ZoneChecking.STRICT
-    taken: dict[int, int] = {}  # slot -> bytes this plan has put there (the index does not know yet)
+    taken: dict[DeviceId, int] = {}  # bytes this plan has put on each device (the index does not know yet)
     bricks: list[Brick] = []
     for set_index in range(sets):
         origin = hash64(f"{request.volume}/{set_index}")
-        used_nodes: set[int] = set()
+        used_nodes: set[NodeId] = set()
         used_zones: set[int] = set()
         for position in range(durability.set_size):
             is_arbiter = (
                 isinstance(durability, Replicate) and durability.arbiter and position == durability.set_size - 1
             )
             size = arbiter_size if is_arbiter else brick_size
-            slot = index.best(size, origin, used_nodes, used_zones, strict=strict, taken=taken)
+            index = arbiter if is_arbiter else data
+            top = index.topology
+            nodes = {top.node_key_of[n] for n in used_nodes if n in top.node_key_of}
+            slots = {top.slot_of[d]: b for d, b in taken.items() if d in top.slot_of}
+            slot = index.best(size, origin, nodes, used_zones, strict=strict, taken=slots)
             if slot is None:
-                raise NoDeviceWithSpace(
-                    index.shortfall(request.durability, size, used_nodes, used_zones, strict=strict, taken=taken),
-                )
-            taken[slot] = taken.get(slot, 0) + size
-            used_nodes.add(top.node_keys[slot])
-            used_zones.add(top.zones[slot])
+                shortfall = index.shortfall(request.durability, size, nodes, used_zones, strict=strict, taken=slots)
+                if request.tag_match is not None:
+                    shortfall += f" (devices matching {request.tag_match} only)"
+                raise NoDeviceWithSpace(shortfall)
+            node, device = top.nodes[slot], top.devices[slot]
+            taken[device.id] = taken.get(device.id, 0) + size
+            used_nodes.add(node.id)
+            used_zones.add(node.zone)
             bricks.append(
                 Brick(
                     id=BrickId(derive_id(request.volume, str(set_index), str(position))),
-                    node=top.nodes[slot].id,
-                    device=top.devices[slot].id,
+                    node=node.id,
+                    device=device.id,
                     size=size,
                     set_index=set_index,
                     arbiter=is_arbiter,

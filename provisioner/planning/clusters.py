@@ -37,6 +37,7 @@ def cluster_from(request: LoadTopology) -> Cluster:
                 capacity=d.capacity or 0,
                 backend=BrickBackend(d.backend),
                 enabled=d.enabled,
+                tags=tuple(sorted(d.tags.items())),
             )
             for d in entry.devices
         )
@@ -48,6 +49,7 @@ def cluster_from(request: LoadTopology) -> Cluster:
                 zone=entry.node.zone,
                 devices=devices,
                 enabled=entry.node.enabled,
+                tags=tuple(sorted(entry.node.tags.items())),
             )
         )
     return Cluster(id=ClusterId(request.cluster), nodes=tuple(nodes), brick_root=request.brick_root)
@@ -64,9 +66,16 @@ def declaration_of(cluster: Cluster) -> LoadTopology:
                     hostnames=TopologyHostnames(manage=[n.manage], storage=[n.storage]),
                     zone=n.zone,
                     enabled=n.enabled,
+                    tags=dict(n.tags),
                 ),
                 devices=[
-                    TopologyDevice(name=d.name, backend=d.backend.value, capacity=d.capacity or None, enabled=d.enabled)
+                    TopologyDevice(
+                        name=d.name,
+                        backend=d.backend.value,
+                        capacity=d.capacity or None,
+                        enabled=d.enabled,
+                        tags=dict(d.tags),
+                    )
                     for d in n.devices
                 ],
             )

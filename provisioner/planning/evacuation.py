@@ -2,10 +2,11 @@
 
 Pure, like the allocator it builds on. Each brick on a leaving device gets a replacement of the same
 size and arbiter flag in the same set, placed by ``plan_volume`` (most free bytes first, ties on the
-hash ring) on the enabled devices that remain, never on a node that holds another brick of the set,
-and preferably in a zone the set does not use yet. The worker then swaps it in with gluster's
-``replace-brick … commit force``, which needs a set with redundancy: a distribute volume's brick is
-its only copy of its files, so such a volume refuses the whole evacuation before anything is touched.
+hash ring) on the enabled devices that remain and that its volume's tags allow (``planning.tags``),
+never on a node that holds another brick of the set, and preferably in a zone the set does not use
+yet. The worker then swaps it in with gluster's ``replace-brick … commit force``, which needs a set
+with redundancy: a distribute volume's brick is its only copy of its files, so such a volume refuses
+the whole evacuation before anything is touched.
 
 Replacement ids derive from the volume id and the id of the brick they replace, so a redelivered
 request plans the same bricks. Nothing here runs a command or records state.
@@ -33,6 +34,7 @@ from provisioner.domain import (
 from provisioner.errors import CannotEvacuate, NoCapacity, NoDeviceWithSpace, NotEnoughNodes, VolumeConflict
 from provisioner.planning.allocator import ALIGN, Limits, PlacementRequest, plan_volume
 from provisioner.planning.index import Usage
+from provisioner.planning.tags import TagMatch, eligible
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,8 @@ def plan_replacement(
     request = PlacementRequest(
         volume=VolumeId(derive_id(volume.id, "replace", old.id)), size=need, durability=Distribute()
     )
-    candidates = _without(cluster, blocked, leaving)
+    match = TagMatch.parse(volume.device_tag_match) if volume.device_tag_match else None
+    candidates = eligible(_without(cluster, blocked, leaving), match, arbiter=old.arbiter)
     elsewhere = _without(candidates, {n.id for n in candidates.nodes if n.zone in used_zones}, ())
     attempts = [elsewhere, candidates] if len(elsewhere.nodes) < len(candidates.nodes) else [candidates]
     failure: NoCapacity | None = None

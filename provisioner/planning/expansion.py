@@ -13,6 +13,7 @@ from provisioner.domain import Brick, BrickId, Cluster, Volume, VolumeId, derive
 from provisioner.errors import TooManyBricks
 from provisioner.planning.allocator import Limits, PlacementRequest, ZoneChecking, plan_volume
 from provisioner.planning.index import Usage
+from provisioner.planning.tags import TagMatch
 
 
 def data_brick_size(volume: Volume) -> int:
@@ -44,6 +45,7 @@ def plan_expansion(
                 size=per_set,
                 durability=volume.durability,
                 zone_checking=zones,
+                tag_match=TagMatch.parse(volume.device_tag_match) if volume.device_tag_match else None,
             ),
             cluster,
             taken,

@@ -79,7 +79,9 @@ class ClusterSlots:
         self.slot_of: dict[DeviceId, int] = {}
         keys: dict[NodeId, int] = {}
         usable: list[Node] = []
+        self.tagged = False  # any node or device with a tag: placement must narrow (planning.tags)
         for node in cluster.nodes:
+            self.tagged = self.tagged or bool(node.tags) or any(d.tags for d in node.devices)
             if not node.enabled:
                 continue
             devices = [d for d in node.devices if d.enabled]
@@ -94,6 +96,7 @@ class ClusterSlots:
             self.zones += [node.zone] * count
             self.hashes += [hash64(d.id) for d in devices]
         self.slot_of = {d.id: slot for slot, d in enumerate(self.devices)}
+        self.node_key_of = keys  # node id -> its small int, for the usable nodes
         self.usable_nodes = len(usable)
         self.usable_zones = len({n.zone for n in usable})
         self.entries: list[Entry] = [(h, slot) for slot, h in enumerate(self.hashes)]
