@@ -21,6 +21,7 @@ from provisioner.bus.state_topic import StateTopicReader
 from provisioner.bus.topics import ensure_topics
 from provisioner.errors import KafkaUnavailable
 from provisioner.executor import Executor
+from provisioner.executor.alternates import AlternateHosts
 from provisioner.executor.fault import Countdown, CrashAfter
 from provisioner.executor.measured import MeasuredExecutor
 from provisioner.executor.ssh import ssh_executor
@@ -43,12 +44,12 @@ log = logging.getLogger(__name__)
 async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    executor: Executor = MeasuredExecutor(ssh_executor(settings))
+    state = DesiredState()
+    executor: Executor = AlternateHosts(MeasuredExecutor(ssh_executor(settings)), state.manage_alternates)
     countdown = Countdown(settings.worker.crash_after) if settings.worker.crash_after else None
     if countdown is not None:
         log.warning("crash injection armed: %s", settings.worker.crash_after)
         executor = CrashAfter(executor, countdown)
-    state = DesiredState()
     observed = ObservedSpace()  # the devices' room as the nodes report it, refreshed by reconcile passes
     reader = StateTopicReader(settings.kafka, state)
     kube = await new_client(settings.kubernetes) if settings.kubernetes.enabled else None
@@ -58,7 +59,8 @@ async def run(settings: Settings) -> None:
         else None
     )
     operations = VolumeOperations(executor, settings.storage, owner=settings.kafka.state_topic)
-    probes = MeasuredExecutor(ssh_executor(settings))  # own connections: busy nodes still answer probes
+    # own connections: busy nodes still answer probes
+    probes = AlternateHosts(MeasuredExecutor(ssh_executor(settings)), state.manage_alternates)
     health = NodeHealth(state, probes, interval=settings.worker.health_interval)
     handler = RequestHandler(state, operations, settings, objects=claims, health=health, observed=observed)
 

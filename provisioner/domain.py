@@ -124,6 +124,8 @@ class Node:
     devices: tuple[Device, ...] = ()
     enabled: bool = True
     tags: Tags = ()
+    manage_alternates: tuple[str, ...] = ()  # more hostnames SSH tries, in order, when ``manage`` is unreachable
+    storage_alternates: tuple[str, ...] = ()  # more hostnames of the node's glusterd, for clients' volfile fetch
 
 
 @dataclass(frozen=True, slots=True)

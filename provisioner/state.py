@@ -87,6 +87,7 @@ class DesiredState:
         self._names: dict[ClusterId, dict[str, VolumeId]] = {}
         self._usage: dict[ClusterId, DeviceUsage] = {}
         self._shared = _Canon()
+        self._alternates: dict[str, tuple[str, ...]] = {}  # manage hostname -> the node's further ones
 
     def apply(self, change: StateChange) -> None:
         """Apply one record; raises UnknownRecord or a validation error for a record we cannot read."""
@@ -96,6 +97,9 @@ class DesiredState:
             else:
                 cluster = _CLUSTER.validate_json(change.value)
                 self.clusters[cluster.id] = cluster
+            self._alternates = {
+                n.manage: n.manage_alternates for c in self.clusters.values() for n in c.nodes if n.manage_alternates
+            }
         elif change.key.startswith(VOLUME_PREFIX):
             volume_id = VolumeId(change.key[len(VOLUME_PREFIX) :])
             if change.value is None:
@@ -159,6 +163,10 @@ class DesiredState:
     def shared_values(self) -> int:
         """How many canonical values the volumes hold between them (for tests and memory checks)."""
         return len(self._shared)
+
+    def manage_alternates(self, host: str) -> tuple[str, ...]:
+        """The further manage hostnames of the node whose first is ``host`` (``executor.alternates``)."""
+        return self._alternates.get(host, ())
 
     def usage(self, cluster: ClusterId) -> DeviceUsage:
         """Bytes taken per device of ``cluster`` (a read-only mapping; pass it to ``plan_volume``)."""

@@ -236,8 +236,19 @@ class TopologyDevice(Model):
 
 
 class TopologyHostnames(Model):
-    manage: Annotated[list[HostName], Field(min_length=1, max_length=1)]
-    storage: Annotated[list[HostName], Field(min_length=1, max_length=1)]
+    """Heketi's hostnames. The first manage hostname is where SSH goes, the others are tried in order
+    when it cannot be reached; the first storage hostname names the bricks, the others are given to
+    clients as more volfile servers."""
+
+    manage: Annotated[list[HostName], Field(min_length=1, max_length=8)]
+    storage: Annotated[list[HostName], Field(min_length=1, max_length=8)]
+
+    @model_validator(mode="after")
+    def _each_once(self) -> TopologyHostnames:
+        for kind, names in (("manage", self.manage), ("storage", self.storage)):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind} lists a hostname twice")
+        return self
 
 
 class TopologyNodeInfo(Model):
@@ -261,7 +272,7 @@ class LoadTopology(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> LoadTopology:
-        manage = [n.node.hostnames.manage[0] for n in self.nodes]
+        manage = [name for n in self.nodes for name in n.node.hostnames.manage]
         if len(set(manage)) != len(manage):
             raise ValueError("two nodes share a manage hostname")
         for entry in self.nodes:

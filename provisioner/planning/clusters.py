@@ -50,6 +50,8 @@ def cluster_from(request: LoadTopology) -> Cluster:
                 devices=devices,
                 enabled=entry.node.enabled,
                 tags=tuple(sorted(entry.node.tags.items())),
+                manage_alternates=tuple(entry.node.hostnames.manage[1:]),
+                storage_alternates=tuple(entry.node.hostnames.storage[1:]),
             )
         )
     return Cluster(id=ClusterId(request.cluster), nodes=tuple(nodes), brick_root=request.brick_root)
@@ -63,7 +65,9 @@ def declaration_of(cluster: Cluster) -> LoadTopology:
         nodes=[
             TopologyNode(
                 node=TopologyNodeInfo(
-                    hostnames=TopologyHostnames(manage=[n.manage], storage=[n.storage]),
+                    hostnames=TopologyHostnames(
+                        manage=[n.manage, *n.manage_alternates], storage=[n.storage, *n.storage_alternates]
+                    ),
                     zone=n.zone,
                     enabled=n.enabled,
                     tags=dict(n.tags),

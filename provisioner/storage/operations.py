@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 
 from provisioner import metrics
-from provisioner.domain import Brick, BrickId, Cluster, Device, DeviceId, Node, Volume, VolumeId
+from provisioner.domain import Brick, BrickId, Cluster, Device, DeviceId, Node, NodeId, Volume, VolumeId
 from provisioner.errors import (
     GlusterError,
     InvalidOption,
@@ -65,9 +65,15 @@ def brick_specs(
 
 
 def mount_source(cluster: Cluster, volume: Volume) -> tuple[str, list[str]]:
-    """``host:/name`` for the FUSE client and the other storage hosts as volfile backups."""
+    """``host:/name`` for the FUSE client, and as volfile backups the other storage hosts, then
+    every further storage hostname of the volume's nodes."""
     hosts = storage_hosts(cluster, volume)
-    return f"{hosts[0]}:/{volume.name}", hosts[1:]
+    more = [h for node_id in _node_ids(volume) for h in cluster.node(node_id).storage_alternates if h not in hosts]
+    return f"{hosts[0]}:/{volume.name}", [*hosts[1:], *dict.fromkeys(more)]
+
+
+def _node_ids(volume: Volume) -> list[NodeId]:
+    return list(dict.fromkeys(b.node for b in volume.bricks))
 
 
 def storage_hosts(cluster: Cluster, volume: Volume) -> list[str]:
