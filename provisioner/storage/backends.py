@@ -147,7 +147,7 @@ class FileBackend(_NodeCommands):
                 await self._run(host, commands.tag_file(image, xattr, value))
             await self._run(host, commands.make_xfs(image, arbiter=spec.brick.arbiter))
         # Outside the ``mounted`` test: a crash between mount and fstab must still get its line.
-        await self._add_to_fstab(spec, image, commands.LOOP_MOUNT_OPTIONS)
+        await self._add_to_fstab(spec, image, commands.FSTAB_LOOP_OPTIONS)
         if not mounted:
             await self._run(host, commands.mount_loop(image, spec.mount_point))
         await self._make_brick_dir(spec)
@@ -268,7 +268,7 @@ class LvmBackend(_NodeCommands):
             if not await self._succeeds(host, commands.lv_exists(vg, lv)):
                 await self._create_lv(spec)
             await self._run(host, commands.make_xfs(dev, arbiter=spec.brick.arbiter))
-        await self._add_to_fstab(spec, dev, commands.XFS_MOUNT_OPTIONS)
+        await self._add_to_fstab(spec, dev, commands.FSTAB_XFS_OPTIONS)
         if not mounted:
             await self._run(host, commands.mount_xfs(dev, spec.mount_point))
         await self._make_brick_dir(spec)

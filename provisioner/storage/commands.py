@@ -21,6 +21,11 @@ Argv = tuple[str, ...]
 
 XFS_MOUNT_OPTIONS = "rw,inode64,noatime,nouuid"  # Heketi's brick mount options
 LOOP_MOUNT_OPTIONS = f"loop,{XFS_MOUNT_OPTIONS}"
+# In fstab, also ``nofail``: a node whose disk is gone still boots and serves its other bricks. The
+# lost brick stays down (its ``brick/`` directory is on the missing filesystem, so glusterd cannot
+# start it on the root filesystem instead) and reconcile reports it (``missing_device``).
+FSTAB_XFS_OPTIONS = f"{XFS_MOUNT_OPTIONS},nofail"
+FSTAB_LOOP_OPTIONS = f"{LOOP_MOUNT_OPTIONS},nofail"
 
 
 # --- file brick backend -------------------------------------------------------------------------
