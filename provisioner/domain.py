@@ -18,6 +18,7 @@ NodeId = NewType("NodeId", str)
 DeviceId = NewType("DeviceId", str)
 BrickId = NewType("BrickId", str)
 VolumeId = NewType("VolumeId", str)
+SnapshotId = NewType("SnapshotId", str)
 RequestId = NewType("RequestId", str)
 
 # Namespace for ids derived from names; fixed forever so that ids stay stable across versions.
@@ -158,6 +159,17 @@ class Brick:
     size: int
     set_index: int
     arbiter: bool = False
+    pool: BrickId | None = None  # a clone's brick lives in the thin pool of the brick it was cloned from
+
+    @property
+    def pool_brick(self) -> BrickId:
+        """The brick whose thin pool (``tp_<id>``) holds this brick's LV."""
+        return self.pool or self.id
+
+    @property
+    def footprint(self) -> int:
+        """Bytes it takes from its device: none for a clone, whose LV shares its origin's pool."""
+        return self.size if self.pool is None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +206,39 @@ class Volume:
     snapshot_factor: float = 1.0  # thin pool size over brick size, for the lvm backend
     replacing: tuple[Replacement, ...] = ()  # brick moves recorded but not finished (absent in older records)
     device_tag_match: str | None = None  # Heketi's ``key=value`` / ``key!=value``: where its bricks may go
+    clone: CloneSource | None = None  # for a clone: the gluster snapshot its bricks are made from
+
+
+@dataclass(frozen=True, slots=True)
+class CloneSource:
+    """Where a clone's bricks come from: thin snapshots of the LVs of gluster snapshot ``snapshot``.
+    A clone of a volume (not of a snapshot) takes a ``temporary`` snapshot first and deletes it after."""
+
+    snapshot: str
+    origin: VolumeId
+    temporary: bool = False
+
+
+class SnapshotStatus(StrEnum):
+    CREATING = "creating"  # intent recorded; the gluster snapshot may exist
+    ONLINE = "online"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A gluster snapshot of one of our volumes (every brick a thin LV), named ``name`` in the pool."""
+
+    id: SnapshotId
+    name: str
+    cluster: ClusterId
+    volume: VolumeId
+    status: SnapshotStatus = SnapshotStatus.ONLINE
+    request: RequestId | None = None
+
+
+def snapshot_name_for(snapshot: SnapshotId) -> str:
+    return f"snap_{snapshot}"
 
 
 def brick_mount_point(brick_root: str, device: DeviceId, brick: BrickId) -> str:

@@ -170,6 +170,28 @@ class VolumeNotFound(PermanentError):
     reason = "VolumeNotFound"
 
 
+class VolumeHasSnapshots(VolumeConflict):
+    """A volume with snapshots cannot be deleted (gluster refuses too); delete its snapshots first."""
+
+    reason = "VolumeHasSnapshots"
+
+
+class SnapshotUnsupported(PermanentError):
+    """A snapshot (or a clone) of a volume with a brick that is not a thin LV (the file backend)."""
+
+    reason = "SnapshotUnsupported"
+
+
+class SnapshotNotFound(PermanentError):
+    reason = "SnapshotNotFound"
+
+
+class SnapshotNameTaken(PermanentError):
+    """The pool already has a snapshot of that name that is not this request's."""
+
+    reason = "SnapshotNameTaken"
+
+
 class DeadlineExceeded(PermanentError):
     """The request ran out of its time budget (``worker.request_deadline``) while retrying."""
 

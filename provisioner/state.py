@@ -1,7 +1,7 @@
 """Desired state in memory: the clusters and volumes this daemon knows, and the codec of their records.
 
-The compacted state topic holds one record per object (``cluster/<id>``, ``volume/<id>``; a
-tombstone deletes). A daemon replays the topic into a ``DesiredState`` and applies its own changes
+The compacted state topic holds one record per object (``cluster/<id>``, ``volume/<id>``,
+``snapshot/<id>``; a tombstone deletes). A daemon replays the topic into a ``DesiredState`` and applies its own changes
 after each transaction commits. Device usage is derived from the volumes' bricks and kept
 incrementally (``allocator.DeviceUsage``, which also keeps the placement index current), so the
 allocator never scans all volumes.
@@ -21,15 +21,17 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter
 
-from provisioner.domain import Cluster, ClusterId, Volume, VolumeId
+from provisioner.domain import Cluster, ClusterId, Snapshot, SnapshotId, Volume, VolumeId
 from provisioner.errors import UnknownCluster
 from provisioner.planning.index import DeviceUsage
 
 _CLUSTER = TypeAdapter(Cluster)
 _VOLUME = TypeAdapter(Volume)
+_SNAPSHOT = TypeAdapter(Snapshot)
 
 CLUSTER_PREFIX = "cluster/"
 VOLUME_PREFIX = "volume/"
+SNAPSHOT_PREFIX = "snapshot/"
 T = TypeVar("T")
 
 
@@ -51,6 +53,14 @@ class StateChange:
     @staticmethod
     def delete_volume(volume: VolumeId) -> StateChange:
         return StateChange(VOLUME_PREFIX + volume, None)
+
+    @staticmethod
+    def put_snapshot(snapshot: Snapshot) -> StateChange:
+        return StateChange(SNAPSHOT_PREFIX + snapshot.id, _SNAPSHOT.dump_json(snapshot))
+
+    @staticmethod
+    def delete_snapshot(snapshot: SnapshotId) -> StateChange:
+        return StateChange(SNAPSHOT_PREFIX + snapshot, None)
 
 
 class UnknownRecord(ValueError):
@@ -88,6 +98,7 @@ class DesiredState:
         self._usage: dict[ClusterId, DeviceUsage] = {}
         self._shared = _Canon()
         self._alternates: dict[str, tuple[str, ...]] = {}  # manage hostname -> the node's further ones
+        self.snapshots: dict[SnapshotId, Snapshot] = {}
 
     def apply(self, change: StateChange) -> None:
         """Apply one record; raises UnknownRecord or a validation error for a record we cannot read."""
@@ -106,6 +117,12 @@ class DesiredState:
                 self._forget(volume_id)
             else:
                 self._put(volume_id, self._compact(_VOLUME.validate_json(change.value)))
+        elif change.key.startswith(SNAPSHOT_PREFIX):
+            snapshot_id = SnapshotId(change.key[len(SNAPSHOT_PREFIX) :])
+            if change.value is None:
+                self.snapshots.pop(snapshot_id, None)
+            else:
+                self.snapshots[snapshot_id] = _SNAPSHOT.validate_json(change.value)
         else:
             raise UnknownRecord(f"state record with unknown key {change.key!r}")
 
@@ -137,7 +154,7 @@ class DesiredState:
         self._names.setdefault(volume.cluster, {})[volume.name] = volume.id
         usage = self.usage(volume.cluster)
         for brick in volume.bricks:
-            usage.add(brick.device, brick.size)
+            usage.add(brick.device, brick.footprint)
 
     def _forget(self, volume_id: VolumeId) -> None:
         volume = self.volumes.pop(volume_id, None)
@@ -146,7 +163,7 @@ class DesiredState:
         self._names[volume.cluster].pop(volume.name, None)
         usage = self.usage(volume.cluster)
         for brick in volume.bricks:
-            usage.add(brick.device, -brick.size)
+            usage.add(brick.device, -brick.footprint)
         self._release(volume)
 
     def _release(self, volume: Volume) -> None:
@@ -185,6 +202,13 @@ class DesiredState:
     def volume_named(self, cluster: ClusterId, name: str) -> Volume | None:
         volume_id = self._names.get(cluster, {}).get(name)
         return self.volumes.get(volume_id) if volume_id else None
+
+    def snapshot_named(self, cluster: ClusterId, name: str) -> Snapshot | None:
+        """Snapshots are few per volume; a scan is cheaper than keeping another index current."""
+        return next((s for s in self.snapshots.values() if s.cluster == cluster and s.name == name), None)
+
+    def snapshots_of(self, volume: VolumeId) -> list[Snapshot]:
+        return sorted((s for s in self.snapshots.values() if s.volume == volume), key=lambda s: s.name)
 
     def volumes_of(self, cluster: ClusterId) -> Iterator[Volume]:
         return (v for v in self.volumes.values() if v.cluster == cluster)

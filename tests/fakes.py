@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -178,6 +180,13 @@ class FakeVolume:
     options: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class FakeSnapshot:
+    origin: str
+    description: str
+    volume: str  # gluster's hex snapshot volume name; its LVs are <volume>_0 beside each brick LV
+
+
 class FakeNodes:
     def __init__(self) -> None:
         self.files: set[tuple[str, str]] = set()
@@ -194,6 +203,9 @@ class FakeNodes:
         self.held: dict[tuple[str, str], tuple[str, ...]] = {}  # (host, device) -> signatures wipefs lists
         self.fstab: set[tuple[str, str]] = set()  # (host, mount point) with a line in the node's fstab
         self.pending_heals: dict[str, int] = {}  # brick host:path -> entries its heal info reports
+        self.snapshots: dict[str, FakeSnapshot] = {}
+        self.origins: dict[tuple[str, str], str] = {}  # (host, vg/lv) of a thin snapshot -> its origin LV
+        self.stripped: list[tuple[str, str, str]] = []  # (host, path, xattr) removed by setfattr -x
 
     async def run(self, host: str, argv: Argv, *, timeout: float, check: bool = True) -> CommandResult:
         self.calls.append((host, argv))
@@ -222,6 +234,9 @@ class FakeNodes:
                 return 0, "", ""
             case ["truncate", "-s", _, path]:
                 self.files.add((host, path))
+                return 0, "", ""
+            case ["setfattr", "-x", name, path]:
+                self.stripped.append((host, path, name))
                 return 0, "", ""
             case ["setfattr", *_, path] | ["mkfs.xfs", *_, path]:
                 return (0, "", "") if (host, path) in self.files else (1, "", f"{path}: No such file")
@@ -265,6 +280,23 @@ class FakeNodes:
             case ["wipefs", "--all", device]:
                 self.held.pop((host, device), None)
                 return 0, "", ""
+            case ["lvm", "lvcreate", *options, source] if "--snapshot" in options:
+                vg, origin = source.split("/")
+                lv = options[options.index("--name") + 1]
+                self.thin[(host, f"{vg}/{lv}")] = self.thin[(host, source)]
+                self.origins[(host, f"{vg}/{lv}")] = origin
+                self.files.add((host, f"/dev/mapper/{vg}-{lv}"))
+                return 0, "", ""
+            case ["lvm", "lvs", _, "--options=lv_name", "--select", select, vg]:
+                origin, prefix = re.fullmatch(r"origin=(\S+) && lv_name=~\^(\S+)", select).groups()  # type: ignore[union-attr]
+                names = [
+                    name.split("/")[1]
+                    for (h, name), o in self.origins.items()
+                    if h == host and name.startswith(f"{vg}/{prefix}") and o == origin
+                ]
+                return 0, "\n".join(names), ""
+            case ["gluster", "--mode=script", "--xml", _, "snapshot", *rest]:
+                return 0, self._snapshot(rest), ""
             case ["lvm", "lvcreate", *options]:
                 vg, pool = options[options.index("--thin") + 1].split("/")
                 lv = options[options.index("--name") + 1]
@@ -305,6 +337,41 @@ class FakeNodes:
                 self.peers.discard(peer)
                 return 0, xml(), ""
         return 127, "", f"fake: unknown command {argv}"
+
+    def _snapshot(self, rest: list[str]) -> str:
+        match rest:
+            case ["create", name, volume, "no-timestamp", "description", description]:
+                if name in self.snapshots:
+                    return xml(-1, f"Snapshot {name} already exists")
+                if volume not in self.volumes:
+                    return xml(-1, f"Volume ({volume}) does not exist")
+                snap = self.snapshots[name] = FakeSnapshot(volume, description, uuid.uuid4().hex)
+                for brick in self.volumes[volume].bricks:  # host:/root/vg_<dev>/brick_<id>/brick
+                    host, _, path = brick.partition(":")
+                    vg, lv = path.split("/")[-3:-1]
+                    self.thin[(host, f"{vg}/{snap.volume}_0")] = self.thin[(host, f"{vg}/{lv}")]
+                    self.origins[(host, f"{vg}/{snap.volume}_0")] = lv
+                return xml()
+            case ["info", name]:
+                found = self.snapshots.get(name)
+                if found is None:
+                    return xml(-1, f"Snapshot ({name}) does not exist")
+                body = (
+                    f"<snapInfo><count>1</count><snapshots><snapshot><name>{name}</name><uuid>u</uuid>"
+                    f"<description>{found.description}</description><snapVolume><name>{found.volume}</name>"
+                    f"<status>Stopped</status><originVolume><name>{found.origin}</name></originVolume>"
+                    "</snapVolume></snapshot></snapshots></snapInfo>"
+                )
+                return xml(body=body)
+            case ["delete", name]:
+                gone = self.snapshots.pop(name, None)
+                if gone is None:
+                    return xml(-1, f"Snapshot ({name}) does not exist")
+                for key in [k for k in self.thin if k[1].split("/")[1].startswith(gone.volume)]:
+                    del self.thin[key]
+                    self.origins.pop(key, None)
+                return xml()
+        return xml(-1, f"fake: unknown snapshot command {rest}")
 
     def _gluster(self, rest: list[str]) -> str:
         match rest:

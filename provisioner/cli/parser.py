@@ -17,6 +17,8 @@ examples:
   provisioner request provision --cluster dev --size 10GiB --disperse 2+1 --name media --wait
   provisioner request expand --cluster dev --name media --size 20GiB --wait
   provisioner request delete --cluster dev --name media --wait
+  provisioner snapshot create --cluster dev --volume media --name media_monday --wait
+  provisioner request clone --cluster dev --from-snapshot media_monday --name media_copy --wait
   provisioner reconcile --cluster dev              # drift between desired state and the nodes
   provisioner reconcile --cluster dev --repair     # ... and remove orphans
   provisioner schemas export schemas/
@@ -91,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     grow_target.add_argument("--name")
     _wait_flags(expand)
 
+    clone = request.add_parser("clone", help="a new volume with the data of a snapshot or of a volume")
+    clone.add_argument("--cluster", required=True)
+    clone.add_argument("--name", help="the clone's name (default vol_<id>)")
+    clone.add_argument("--volume-id", help="the clone's id (default derived from the request)")
+    clone.add_argument("--gid", type=int, help="group owning the brick roots (default: the origin's)")
+    origin = clone.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--from-snapshot", metavar="NAME")
+    origin.add_argument("--from-snapshot-id", metavar="ID")
+    origin.add_argument(
+        "--from-volume", metavar="NAME", help="a volume as it is now (a snapshot is taken, then dropped)"
+    )
+    origin.add_argument("--from-volume-id", metavar="ID")
+    _wait_flags(clone)
+
     delete = request.add_parser("delete", help="delete a volume and its bricks")
     delete.add_argument("--cluster", required=True)
     target = delete.add_mutually_exclusive_group(required=True)
@@ -157,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "remove":
             _evacuate_flag(dev, "device")
         _wait_flags(dev)
+
+    snapshot = commands.add_parser(
+        "snapshot", help="create, delete or list snapshots (volumes on lvm devices)"
+    ).add_subparsers(dest="snapshot", required=True, metavar="ACTION")
+    snap_create = snapshot.add_parser("create", help="a crash-consistent snapshot of a volume (gluster snapshot)")
+    snap_create.add_argument("--cluster", required=True)
+    of = snap_create.add_mutually_exclusive_group(required=True)
+    of.add_argument("--volume", metavar="NAME")
+    of.add_argument("--volume-id", metavar="ID")
+    snap_create.add_argument("--name", help="the snapshot's name (default snap_<id>)")
+    _wait_flags(snap_create)
+    snap_delete = snapshot.add_parser("delete", help="delete a snapshot")
+    snap_delete.add_argument("--cluster", required=True)
+    which = snap_delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name")
+    which.add_argument("--snapshot-id", metavar="ID")
+    _wait_flags(snap_delete)
+    snap_list = snapshot.add_parser("list", help="the snapshots of a cluster or of one volume")
+    snap_list.add_argument("--cluster", required=True)
+    of_volume = snap_list.add_mutually_exclusive_group()
+    of_volume.add_argument("--volume", metavar="NAME")
+    of_volume.add_argument("--volume-id", metavar="ID")
+    _wait_flags(snap_list)
 
     state = commands.add_parser("state", help="desired state from the state topic").add_subparsers(
         dest="state", required=True, metavar="ACTION"

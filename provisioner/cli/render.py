@@ -37,6 +37,19 @@ def result(event: Event, *, as_json: bool) -> str:
         case results.VolumeDeleted():
             what = data.name or data.volume_id
             return f"deleted {what}" if data.existed else f"{what}: no such volume (nothing to delete)"
+        case results.VolumeCloned(volume=volume):
+            return (
+                f"cloned {volume.name} ({volume.volume_id}) from snapshot {data.from_snapshot} of volume "
+                f"{data.from_volume_id}: mount -t glusterfs {volume.mount} /mnt/{volume.name}"
+            )
+        case results.SnapshotCreated(snapshot=snapshot):
+            return f"snapshot {snapshot.name} ({snapshot.snapshot_id}) of {snapshot.volume} taken"
+        case results.SnapshotDeleted():
+            what = data.name or data.snapshot_id
+            return f"deleted snapshot {what}" if data.existed else f"{what}: no such snapshot (nothing to delete)"
+        case results.SnapshotsListed(snapshots=snapshots):
+            rows = [f"{s.name:<40} {s.volume:<40} {s.snapshot_id}" for s in snapshots]
+            return "\n".join([f"{'SNAPSHOT':<40} {'VOLUME':<40} ID", *rows]) if rows else "no snapshots"
         case results.TopologyLoaded():
             return f"topology of cluster {data.cluster} now: {data.nodes} nodes, {data.devices} devices"
         case results.RequestFailed():

@@ -32,6 +32,13 @@ def events_of(args: argparse.Namespace) -> list[tuple[Event, str]]:
     elif args.command in ("node", "device"):
         type_, change = topology_change(args)
         events = [(new_event(type_, change, source=SOURCE), args.cluster)]
+    elif args.command == "snapshot":
+        type_, snapshot = snapshot_request(args)
+        events = [(new_event(type_, snapshot, source=SOURCE), args.cluster)]
+    elif args.request == "clone":
+        fields = ("volume_id", "name", "gid", "from_snapshot", "from_snapshot_id", "from_volume", "from_volume_id")
+        copy = validated(models.CloneVolume, {"cluster": args.cluster, **{f: getattr(args, f) for f in fields}})
+        events = [(new_event(catalog.CLONE_REQUESTED, copy, source=SOURCE), copy.cluster)]
     elif args.request == "provision":
         provision = provision_data(args)
         events = [(new_event(catalog.PROVISION_REQUESTED, provision, source=SOURCE), provision.cluster)]
@@ -48,6 +55,17 @@ def events_of(args: argparse.Namespace) -> list[tuple[Event, str]]:
         events = [(new_event(catalog.DELETE_REQUESTED, delete, source=SOURCE), delete.cluster)]
 
     return events
+
+
+def snapshot_request(args: argparse.Namespace) -> tuple[str, models.Model]:
+    if args.snapshot == "create":
+        fields = {"volume": args.volume, "volume_id": args.volume_id, "name": args.name}
+        return catalog.SNAPSHOT_CREATE_REQUESTED, validated(models.CreateSnapshot, {"cluster": args.cluster, **fields})
+    if args.snapshot == "delete":
+        fields = {"name": args.name, "snapshot_id": args.snapshot_id}
+        return catalog.SNAPSHOT_DELETE_REQUESTED, validated(models.DeleteSnapshot, {"cluster": args.cluster, **fields})
+    fields = {"volume": args.volume, "volume_id": args.volume_id}
+    return catalog.SNAPSHOT_LIST_REQUESTED, validated(models.ListSnapshots, {"cluster": args.cluster, **fields})
 
 
 def topology_change(args: argparse.Namespace) -> tuple[str, models.Model]:

@@ -11,9 +11,13 @@ from __future__ import annotations
 from provisioner.events.models import (
     AddDevice,
     AddNode,
+    CloneVolume,
+    CreateSnapshot,
+    DeleteSnapshot,
     DeleteVolume,
     DeviceRef,
     ExpandVolume,
+    ListSnapshots,
     LoadTopology,
     Model,
     NodeRef,
@@ -22,7 +26,11 @@ from provisioner.events.models import (
 from provisioner.events.results import (
     Progress,
     RequestFailed,
+    SnapshotCreated,
+    SnapshotDeleted,
+    SnapshotsListed,
     TopologyLoaded,
+    VolumeCloned,
     VolumeDeleted,
     VolumeExpanded,
     VolumeProvisioned,
@@ -32,6 +40,10 @@ PREFIX = "org.gluster"
 PROVISION_REQUESTED = f"{PREFIX}.volume.provision.requested.v1"
 DELETE_REQUESTED = f"{PREFIX}.volume.delete.requested.v1"
 EXPAND_REQUESTED = f"{PREFIX}.volume.expand.requested.v1"
+CLONE_REQUESTED = f"{PREFIX}.volume.clone.requested.v1"
+SNAPSHOT_CREATE_REQUESTED = f"{PREFIX}.snapshot.create.requested.v1"
+SNAPSHOT_DELETE_REQUESTED = f"{PREFIX}.snapshot.delete.requested.v1"
+SNAPSHOT_LIST_REQUESTED = f"{PREFIX}.snapshot.list.requested.v1"
 TOPOLOGY_LOAD_REQUESTED = f"{PREFIX}.topology.load.requested.v1"
 NODE_ADD_REQUESTED = f"{PREFIX}.node.add.requested.v1"
 NODE_REMOVE_REQUESTED = f"{PREFIX}.node.remove.requested.v1"
@@ -58,6 +70,10 @@ REQUEST_TYPES: dict[str, type[Model]] = {
     PROVISION_REQUESTED: ProvisionVolume,
     DELETE_REQUESTED: DeleteVolume,
     EXPAND_REQUESTED: ExpandVolume,
+    CLONE_REQUESTED: CloneVolume,
+    SNAPSHOT_CREATE_REQUESTED: CreateSnapshot,
+    SNAPSHOT_DELETE_REQUESTED: DeleteSnapshot,
+    SNAPSHOT_LIST_REQUESTED: ListSnapshots,
     TOPOLOGY_LOAD_REQUESTED: LoadTopology,
     **TOPOLOGY_CHANGES,
 }
@@ -67,6 +83,10 @@ REQUEST_KINDS = {
     PROVISION_REQUESTED: "provision",
     DELETE_REQUESTED: "delete",
     EXPAND_REQUESTED: "expand",
+    CLONE_REQUESTED: "clone",
+    SNAPSHOT_CREATE_REQUESTED: "snapshot_create",
+    SNAPSHOT_DELETE_REQUESTED: "snapshot_delete",
+    SNAPSHOT_LIST_REQUESTED: "snapshot_list",
     TOPOLOGY_LOAD_REQUESTED: "topology_load",
     **{t: t.split(".")[2] + "_" + t.split(".")[3] for t in TOPOLOGY_CHANGES},  # node_add, device_remove, ...
 }
@@ -101,6 +121,14 @@ RESULT_TYPES: dict[str, type[Model]] = {
     failed_type(DELETE_REQUESTED): RequestFailed,
     succeeded_type(EXPAND_REQUESTED): VolumeExpanded,
     failed_type(EXPAND_REQUESTED): RequestFailed,
+    succeeded_type(CLONE_REQUESTED): VolumeCloned,
+    failed_type(CLONE_REQUESTED): RequestFailed,
+    succeeded_type(SNAPSHOT_CREATE_REQUESTED): SnapshotCreated,
+    failed_type(SNAPSHOT_CREATE_REQUESTED): RequestFailed,
+    succeeded_type(SNAPSHOT_DELETE_REQUESTED): SnapshotDeleted,
+    failed_type(SNAPSHOT_DELETE_REQUESTED): RequestFailed,
+    succeeded_type(SNAPSHOT_LIST_REQUESTED): SnapshotsListed,
+    failed_type(SNAPSHOT_LIST_REQUESTED): RequestFailed,
     succeeded_type(TOPOLOGY_LOAD_REQUESTED): TopologyLoaded,
     failed_type(TOPOLOGY_LOAD_REQUESTED): RequestFailed,
     **{succeeded_type(t): TopologyLoaded for t in TOPOLOGY_CHANGES},
@@ -110,6 +138,7 @@ RESULT_TYPES: dict[str, type[Model]] = {
 PROGRESS_TYPES: dict[str, type[Model]] = {
     progressed_type(PROVISION_REQUESTED): Progress,
     progressed_type(EXPAND_REQUESTED): Progress,
+    progressed_type(CLONE_REQUESTED): Progress,
     progressed_type(NODE_REMOVE_REQUESTED): Progress,  # a brick moved off (evacuate)
     progressed_type(DEVICE_REMOVE_REQUESTED): Progress,
 }

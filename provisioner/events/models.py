@@ -218,6 +218,73 @@ def _arbiter_tag(tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
+class CreateSnapshot(Model):
+    """Take a crash-consistent snapshot of a volume (``gluster snapshot create``: every brick must be a
+    thin LV, so on lvm devices). ``snapshot_id`` defaults to an id derived from the request id."""
+
+    cluster: ClusterIdField
+    volume_id: HexId | None = None
+    volume: VolumeName | None = Field(None, description="The volume's name (or give volume_id).")
+    snapshot_id: HexId | None = None
+    name: VolumeName | None = Field(None, description="The snapshot's name in the pool (default snap_<id>).")
+
+    @model_validator(mode="after")
+    def _one_volume(self) -> CreateSnapshot:
+        if (self.volume_id is None) == (self.volume is None):
+            raise ValueError("give exactly one of volume_id or volume")
+        return self
+
+
+class DeleteSnapshot(Model):
+    """Delete a snapshot; deleting one that is already gone succeeds."""
+
+    cluster: ClusterIdField
+    snapshot_id: HexId | None = None
+    name: VolumeName | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> DeleteSnapshot:
+        if (self.snapshot_id is None) == (self.name is None):
+            raise ValueError("give exactly one of snapshot_id or name")
+        return self
+
+
+class ListSnapshots(Model):
+    """The snapshots of a cluster, or of one of its volumes."""
+
+    cluster: ClusterIdField
+    volume_id: HexId | None = None
+    volume: VolumeName | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> ListSnapshots:
+        if self.volume_id is not None and self.volume is not None:
+            raise ValueError("give at most one of volume_id or volume")
+        return self
+
+
+class CloneVolume(Model):
+    """A new volume of ours (its own ids) with the data of a snapshot, or of a volume as it is now.
+    Its bricks are thin snapshots in the pools of the source's bricks, so a clone takes no space
+    until it is written; ``volume_id`` defaults to an id derived from the request id."""
+
+    cluster: ClusterIdField
+    volume_id: HexId | None = None
+    name: VolumeName | None = None
+    from_snapshot_id: HexId | None = None
+    from_snapshot: VolumeName | None = Field(None, description="A snapshot's name.")
+    from_volume_id: HexId | None = None
+    from_volume: VolumeName | None = Field(None, description="A volume's name: a snapshot is taken, then dropped.")
+    gid: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CloneVolume:
+        given = [f for f in (self.from_snapshot_id, self.from_snapshot, self.from_volume_id, self.from_volume) if f]
+        if len(given) != 1:
+            raise ValueError("give exactly one of from_snapshot_id, from_snapshot, from_volume_id or from_volume")
+        return self
+
+
 class TopologyDevice(Model):
     """A Heketi device entry, plus our ``backend`` and ``capacity`` (required for file devices)."""
 

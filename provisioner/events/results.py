@@ -59,6 +59,40 @@ class VolumeDeleted(Model):
     persistent_volume: KubeName | None = Field(None, description="The PV removed with it, if any.")
 
 
+class SnapshotOut(Model):
+    snapshot_id: HexId
+    name: VolumeName
+    cluster: ClusterIdField
+    volume_id: HexId
+    volume: VolumeName = Field(description="The name of the volume it was taken of.")
+
+
+class SnapshotCreated(Model):
+    request_id: str
+    snapshot: SnapshotOut
+
+
+class SnapshotDeleted(Model):
+    request_id: str
+    cluster: ClusterIdField
+    snapshot_id: HexId | None
+    name: VolumeName | None
+    existed: bool
+
+
+class SnapshotsListed(Model):
+    request_id: str
+    cluster: ClusterIdField
+    snapshots: Annotated[list[SnapshotOut], Field(max_length=10_000)]
+
+
+class VolumeCloned(Model):
+    request_id: str
+    volume: VolumeOut
+    from_snapshot: VolumeName = Field(description="The gluster snapshot the clone's bricks were made from.")
+    from_volume_id: HexId
+
+
 class TopologyLoaded(Model):
     request_id: str
     cluster: ClusterIdField

@@ -16,15 +16,17 @@ from collections.abc import Awaitable, Callable
 
 from provisioner.delivery.outcome import IntentWriter, Outcome
 from provisioner.delivery.schedule import BARRIER, Keys
-from provisioner.domain import ClusterId, VolumeId, derive_id, volume_name_for
+from provisioner.domain import ClusterId, SnapshotId, VolumeId, derive_id, volume_name_for
 from provisioner.errors import ProvisionerError, UnknownType
 from provisioner.events import models
 from provisioner.events.envelope import Event
+from provisioner.handling.clones import clone
 from provisioner.handling.kubernetes import KubernetesObjects
 from provisioner.handling.operation import OperationFailed
 from provisioner.handling.request import Request, Storage
 from provisioner.handling.results import failed
 from provisioner.handling.retry import Retrying
+from provisioner.handling.snapshots import SnapshotRequests
 from provisioner.handling.topology import TopologyRequests
 from provisioner.handling.volumes import VolumeRequests
 from provisioner.planning.allocator import Limits
@@ -57,28 +59,62 @@ class RequestHandler:
             min_brick=sizes.min_brick_size, max_brick=sizes.max_brick_size, max_bricks=sizes.max_bricks_per_volume
         )
         storage = Storage(state, operations, self._placement, limits, objects)
+        self._storage = storage
         self.volumes = VolumeRequests(storage)
         self.topology = TopologyRequests(storage)
+        self.snapshots = SnapshotRequests(storage)
 
     def keys_of(self, event: Event) -> Keys | None:
         """The volumes ``event`` works on: its id and its name, as far as they can be known now."""
-        state = self._state
         match event.data:
             case models.ProvisionVolume() as data:
                 volume_id = VolumeId(data.volume_id or derive_id("volume", event.id))
                 return frozenset({_id_key(volume_id), _name_key(data.cluster, data.name or volume_name_for(volume_id))})
             case models.DeleteVolume() | models.ExpandVolume() as data:
-                keys: set[str] = set()
-                if data.volume_id:
-                    keys.add(_id_key(data.volume_id))
-                    known = state.volumes.get(VolumeId(data.volume_id))
+                return frozenset(self._volume_keys(data.cluster, data.volume_id, data.name))
+            case models.CreateSnapshot() as data:
+                snapshot_id = data.snapshot_id or derive_id("snapshot", event.id)
+                keys = self._volume_keys(data.cluster, data.volume_id, data.volume)
+                return frozenset(keys | self._snapshot_keys(data.cluster, snapshot_id, data.name))
+            case models.DeleteSnapshot() as data:
+                return frozenset(self._snapshot_keys(data.cluster, data.snapshot_id, data.name))
+            case models.ListSnapshots():
+                return frozenset()
+            case models.CloneVolume() as data:
+                clone_id = VolumeId(data.volume_id or derive_id("volume", event.id))
+                keys = self._volume_keys(data.cluster, clone_id, data.name or volume_name_for(clone_id))
+                if data.from_volume_id or data.from_volume:
+                    keys |= self._volume_keys(data.cluster, data.from_volume_id, data.from_volume)
                 else:
-                    keys.add(_name_key(data.cluster, data.name or ""))
-                    known = state.volume_named(ClusterId(data.cluster), data.name or "")
-                if known is not None:
-                    keys |= {_id_key(known.id), _name_key(known.cluster, known.name)}
+                    keys |= self._snapshot_keys(data.cluster, data.from_snapshot_id, data.from_snapshot)
                 return frozenset(keys)
         return BARRIER
+
+    def _volume_keys(self, cluster: str, volume_id: str | None, name: str | None) -> set[str]:
+        """A volume's id and name keys, as far as the request and the state tell them."""
+        state = self._state
+        keys = {_id_key(volume_id)} if volume_id else {_name_key(cluster, name or "")}
+        known = (
+            state.volumes.get(VolumeId(volume_id)) if volume_id else state.volume_named(ClusterId(cluster), name or "")
+        )
+        if known is not None:
+            keys |= {_id_key(known.id), _name_key(known.cluster, known.name)}
+        return keys
+
+    def _snapshot_keys(self, cluster: str, snapshot_id: str | None, name: str | None) -> set[str]:
+        """A snapshot's id and name keys, and its volume's: a snapshot request waits for its volume's."""
+        state = self._state
+        keys = {f"snapshot:{snapshot_id}"} if snapshot_id else set()
+        keys |= {f"snapshot-name:{cluster}/{name}"} if name else set()
+        known = (
+            state.snapshots.get(SnapshotId(snapshot_id))
+            if snapshot_id
+            else state.snapshot_named(ClusterId(cluster), name or "")
+        )
+        if known is not None:
+            keys |= {f"snapshot:{known.id}", f"snapshot-name:{known.cluster}/{known.name}"}
+            keys |= self._volume_keys(cluster, known.volume, None)
+        return keys
 
     async def handle(self, event: Event, intent: IntentWriter) -> Outcome:
         """The outcome of ``event``; every ProvisionerError becomes its failure result here."""
@@ -110,6 +146,14 @@ class RequestHandler:
                 return await self.volumes.delete(request, data)
             case models.ExpandVolume() as data:
                 return await self.volumes.expand(request, data)
+            case models.CloneVolume() as data:
+                return await clone(self._storage, request, data)
+            case models.CreateSnapshot() as data:
+                return await self.snapshots.create(request, data)
+            case models.DeleteSnapshot() as data:
+                return await self.snapshots.delete(request, data)
+            case models.ListSnapshots() as data:
+                return self.snapshots.list(request, data)
             case models.LoadTopology() as data:
                 return await self.topology.load(request, data)
             case models.AddNode() | models.NodeRef() | models.AddDevice() | models.DeviceRef() as data:

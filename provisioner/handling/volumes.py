@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from provisioner.delivery.outcome import Outcome
 from provisioner.domain import ClusterId, Volume, VolumeId, VolumeStatus, derive_id, volume_name_for
-from provisioner.errors import ProvisionerError, VolumeConflict, VolumeNameTaken, VolumeNotFound
+from provisioner.errors import ProvisionerError, VolumeConflict, VolumeHasSnapshots, VolumeNameTaken, VolumeNotFound
 from provisioner.events import models, results
 from provisioner.handling.kubernetes import ClaimSteps
 from provisioner.handling.operation import OperationFailed, run
@@ -98,6 +98,12 @@ class VolumeRequests:
             return succeeded(request.event, gone, key=key, subject=data.volume_id, source=request.source)
         if volume.status is VolumeStatus.EXPANDING or volume.replacing:
             raise VolumeConflict(f"volume {volume.name} is being changed; delete it once that request has finished")
+        snapshots = self._storage.state.snapshots_of(volume.id)
+        if snapshots:
+            names = ", ".join(s.name for s in snapshots[:10])
+            raise VolumeHasSnapshots(
+                f"volume {volume.name} has {len(snapshots)} snapshot(s) ({names}); delete them first"
+            )
         return await run(Delete(self._storage, request, data, cluster, volume, claims))
 
     def selected(self, cluster: ClusterId, data: models.DeleteVolume | models.ExpandVolume) -> Volume | None:

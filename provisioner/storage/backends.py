@@ -163,6 +163,8 @@ class FileBackend(_NodeCommands):
 # --- lvm --------------------------------------------------------------------------------------------
 
 EXTENT_KIB = 4 * 1024  # vgcreate --physicalextentsize=4M
+ORIGIN_MARKS = ("trusted.glusterfs.volume-id", "trusted.gfid")
+"""What makes gluster see a brick root as part of a volume (``is already part of a volume``)."""
 FULL = re.compile(r"insufficient free space|not enough free space|Insufficient suitable", re.IGNORECASE)
 """How lvcreate says the VG has no room for the pool (``Volume group "vg_x" has insufficient free space``)."""
 MAX_POOL_METADATA_KIB = 16 * 1024 * 1024  # LVM's limit for thin pool metadata, 16 GiB
@@ -199,7 +201,8 @@ def vg_name(device: Device) -> str:
 
 
 def pool_name(brick: Brick) -> str:
-    return f"tp_{brick.id}"
+    """``tp_<id>`` of the brick whose pool holds it: its own, or, for a clone's, its origin's."""
+    return f"tp_{brick.pool_brick}"
 
 
 def lv_name(brick: Brick) -> str:
@@ -257,6 +260,26 @@ class LvmBackend(_NodeCommands):
     async def resync(self, spec: DeviceSpec) -> None:
         """Grow the PV (so the VG) to the disk's size now, after the disk grew (``device resync``)."""
         await self._run(spec.node.manage, commands.pv_resize(spec.device.name))
+
+    async def clone(self, spec: BrickSpec, source: str) -> None:
+        """A clone's brick: a thin snapshot of LV ``source`` (a gluster snapshot's, in the pool of the
+        origin brick) mounted at the brick's own place, its root stripped of the origin volume's
+        marks so gluster takes it into a new volume. Idempotent until that volume exists (then
+        ``handling.clones`` does not call it again: stripping would take the new volume's marks)."""
+        host = spec.node.manage
+        vg, lv = vg_name(spec.device), lv_name(spec.brick)
+        dev = device_node(spec.device, spec.brick)
+        mounted = await self._is_mounted(spec)
+        if not mounted:
+            await self._run(host, commands.mkdir(spec.mount_point))
+            if not await self._succeeds(host, commands.lv_exists(vg, lv)):
+                marks = tags.lv_tags(spec.volume, spec.brick.id, spec.owner)
+                await self._run(host, commands.thin_snapshot_create(vg, source, lv, tags=marks))
+        await self._add_to_fstab(spec, dev, commands.FSTAB_XFS_OPTIONS)
+        if not mounted:
+            await self._run(host, commands.mount_xfs(dev, spec.mount_point))
+        for mark in ORIGIN_MARKS:  # absent after a retry: exit 1 is fine
+            await self._run(host, commands.remove_xattr(spec.path, mark), check=False)
 
     async def create(self, spec: BrickSpec) -> None:
         host = spec.node.manage

@@ -376,6 +376,52 @@ def volume_rebalance_start(name: str, *, timeout: int) -> Argv:
     return gluster("volume", "rebalance", name, "start", timeout=timeout)
 
 
+# --- gluster snapshots, and clones made from their LVs ------------------------------------------------
+
+
+def snapshot_create(name: str, volume: str, description: str, *, timeout: int) -> Argv:
+    """A crash-consistent snapshot of every brick (gluster barriers I/O while the thin LVs are taken).
+    ``no-timestamp`` keeps our name as it is; the description carries our id (self-describing)."""
+    return gluster("snapshot", "create", name, volume, "no-timestamp", "description", description, timeout=timeout)
+
+
+def snapshot_delete(name: str, *, timeout: int) -> Argv:
+    return gluster("snapshot", "delete", name, timeout=timeout)
+
+
+def snapshot_info(name: str, *, timeout: int) -> Argv:
+    return gluster("snapshot", "info", name, timeout=timeout)
+
+
+def snapshot_lv(vg: str, origin: str, snapshot_volume: str) -> Argv:
+    """The LV that gluster snapshot volume ``snapshot_volume`` took of brick LV ``origin`` (its name
+    is ``<snapshot volume>_<n>``); both values are hex names, so the selection cannot be altered."""
+    select = f"origin={origin} && lv_name=~^{snapshot_volume}_"
+    return ("lvm", "lvs", "--noheadings", "--options=lv_name", "--select", select, vg)
+
+
+def thin_snapshot_create(vg: str, source: str, lv: str, *, tags: Sequence[tuple[str, str]] = ()) -> Argv:
+    """A thin snapshot of ``source`` in the same pool, activated like any brick LV (``-kn``: no
+    activation skip), as a clone's brick."""
+    return (
+        "lvm",
+        "lvcreate",
+        "-qq",
+        "--autobackup=n",
+        "--snapshot",
+        "-kn",
+        "--name",
+        lv,
+        *lv_tags(tags),
+        f"{vg}/{source}",
+    )
+
+
+def remove_xattr(path: str, name: str) -> Argv:
+    """Drop one extended attribute (``setfattr -x``); exits 1 when it is not there."""
+    return ("setfattr", "-x", name, "--", path)
+
+
 def volume_replace_brick(name: str, old: str, new: str, *, timeout: int) -> Argv:
     """Swap brick ``old`` for ``new`` (both ``host:/path``) in place; self-heal then fills ``new``.
     ``commit force`` is the only form gluster still supports; it does not wait for the heal."""

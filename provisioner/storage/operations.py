@@ -32,7 +32,7 @@ from provisioner.errors import (
     VolumeNameTaken,
     VolumeNotFound,
 )
-from provisioner.executor import Executor
+from provisioner.executor import CommandResult, Executor
 from provisioner.settings import StorageSettings
 from provisioner.storage import commands
 from provisioner.storage.backends import Backend, BrickSpec, DeviceSpec, backend_for
@@ -111,6 +111,10 @@ class VolumeOperations:
 
     def specs(self, cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None = None) -> list[BrickSpec]:
         return brick_specs(cluster, volume, bricks, owner=self.owner)
+
+    async def run(self, host: str, argv: commands.Argv, *, check: bool = True) -> CommandResult:
+        """One node command with the brick command timeout."""
+        return await self._executor.run(host, argv, timeout=self._settings.command_timeout, check=check)
 
     # --- bricks ---------------------------------------------------------------------------------
 

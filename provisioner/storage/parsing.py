@@ -210,6 +210,39 @@ def parse_signatures(text: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    name: str
+    description: str
+    snapshot_volume: str  # the hex name of gluster's snapshot volume (its LVs are <this>_<n>)
+    origin: str  # the volume it was taken of
+
+
+SNAPSHOT_VOLUME = re.compile(r"^[0-9a-f]{32}$")
+
+
+def parse_snapshot_info(xml_text: str) -> list[SnapshotInfo]:
+    """``snapshot info <name> --xml``: each snapshot with its description, snapshot volume and origin."""
+    root = _root(xml_text)
+    found = []
+    for snap in root.iterfind("snapInfo/snapshots/snapshot"):
+        volume = snap.find("snapVolume")
+        if volume is None:
+            raise UnparsableOutput("gluster snapshot info has no <snapVolume>")
+        snapshot_volume = _text(volume, "name")
+        if SNAPSHOT_VOLUME.fullmatch(snapshot_volume) is None:
+            raise UnparsableOutput(f"snapshot volume name {snapshot_volume[:80]!r} is not 32 hex digits")
+        found.append(
+            SnapshotInfo(
+                name=_text(snap, "name"),
+                description=(snap.findtext("description") or "").strip(),
+                snapshot_volume=snapshot_volume,
+                origin=_text(volume, "originVolume/name"),
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class BrickHeal:
     host: str
     path: str

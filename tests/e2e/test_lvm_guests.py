@@ -260,3 +260,73 @@ async def test_a_disk_lost_at_boot_is_reported_and_its_bricks_mount_again_from_f
         await ssh.run(first, ("umount", "-l", "--", client), timeout=60, check=False)
     deleted = own.cli("request", "delete", "--cluster", cluster, "--name", name, "--wait", "--timeout", "600")
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+
+
+async def test_snapshots_and_clones_hold_their_moment_and_outlive_their_origin(
+    own: Stack, daemon: Daemon, guests: Guests, ssh: SshExecutor, tmp_path: Path
+) -> None:
+    """A snapshot keeps the data of its moment; a clone of it is a volume of ours with that data and
+    a life of its own; a clone of a volume takes the data of now. The origin cannot be deleted while
+    it has snapshots, can be once they are gone, and its clones live on."""
+    await guests.scrub()
+    cluster = f"snap-{uuid.uuid4().hex[:6]}"
+    loaded = own.cli("topology", "load", str(heketi_file(tmp_path / "t.json", guests)), "--cluster", cluster, "--wait")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+
+    def cli(*args: str, expect: int = 0) -> str:
+        done = own.cli(*args, "--cluster", cluster, "--wait", "--timeout", "600")
+        assert done.returncode == expect, f"{args}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    origin, monday = f"o_{uuid.uuid4().hex[:6]}", f"mon_{uuid.uuid4().hex[:6]}"
+    copy, now = f"c_{uuid.uuid4().hex[:6]}", f"n_{uuid.uuid4().hex[:6]}"
+    cli("request", "provision", "--size", "1GiB", "--name", origin)
+    first = guests.nodes[0]
+    mounts: list[str] = []
+
+    async def mount(volume: str) -> str:
+        where = f"/mnt/{volume}"
+        await ssh.run(first, ("mkdir", "-p", "--", where), timeout=30)
+        await ssh.run(first, ("mount", "-t", "glusterfs", f"{first}:/{volume}", where), timeout=120)
+        mounts.append(where)
+        return where
+
+    async def files(where: str) -> list[str]:
+        return sorted(await lines(ssh, first, "ls", "--", where))
+
+    async def write(where: str, name: str) -> None:
+        await ssh.run(first, ("sh", "-c", 'echo "$2" >"$1/$2" && sync', "sh", where, name), timeout=120)
+
+    try:
+        at = await mount(origin)
+        await write(at, "one")
+        assert f"snapshot {monday}" in cli("snapshot", "create", "--volume", origin, "--name", monday)
+        await write(at, "two")
+        assert monday in cli("snapshot", "list", "--volume", origin)
+
+        assert f"cloned {copy}" in cli("request", "clone", "--from-snapshot", monday, "--name", copy)
+        assert f"cloned {now}" in cli("request", "clone", "--from-volume", origin, "--name", now)
+        copy_at, now_at = await mount(copy), await mount(now)
+        assert await files(copy_at) == ["one"], "the snapshot's moment"
+        assert await files(now_at) == ["one", "two"], "the volume as it was when cloned"
+        await write(copy_at, "three")
+        assert await files(at) == ["one", "two"], "a clone's writes are its own"
+        own.assert_no_drift(cluster)
+
+        refused = cli("request", "delete", "--name", origin, expect=1)
+        assert "FAILED (VolumeHasSnapshots)" in refused and monday in refused
+        assert "deleted snapshot" in cli("snapshot", "delete", "--name", monday)
+        await ssh.run(first, ("umount", "--", at), timeout=120)
+        mounts.remove(at)
+        assert "deleted" in cli("request", "delete", "--name", origin)
+        assert await files(copy_at) == ["one", "three"], "a clone outlives its origin"
+        own.assert_no_drift(cluster)
+    finally:
+        for where in mounts:
+            await ssh.run(first, ("umount", "-l", "--", where), timeout=60, check=False)
+    for name in (copy, now):
+        cli("request", "delete", "--name", name)
+    for node in guests.nodes:
+        left = await lines(ssh, node, "lvm", "lvs", "--noheadings", "-o", "lv_name")
+        assert left == [], f"{node} still has LVs: {left}"
+    own.assert_no_drift(cluster)

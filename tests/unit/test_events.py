@@ -161,6 +161,10 @@ def test_every_request_type_the_cli_can_send_is_accepted() -> None:
         catalog.DEVICE_DISABLE_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
         catalog.DEVICE_RESYNC_REQUESTED: {"cluster": "dev", "host": "10.0.0.4", "name": "/d"},
         catalog.EXPAND_REQUESTED: {"cluster": "dev", "name": "v", "size": 1},
+        catalog.CLONE_REQUESTED: {"cluster": "dev", "name": "copy", "from_snapshot": "monday"},
+        catalog.SNAPSHOT_CREATE_REQUESTED: {"cluster": "dev", "volume": "v", "name": "monday"},
+        catalog.SNAPSHOT_DELETE_REQUESTED: {"cluster": "dev", "name": "monday"},
+        catalog.SNAPSHOT_LIST_REQUESTED: {"cluster": "dev"},
     }
     for type_, data in samples.items():
         assert decode_request(envelope(data, type_=type_)).type == type_

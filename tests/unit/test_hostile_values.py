@@ -113,7 +113,12 @@ BASE: dict[str, dict[str, Any]] = {
         "evacuate": True,
     },
     catalog.NODE_REMOVE_REQUESTED: {"cluster": "dev", "host": "10.0.0.3", "evacuate": True},
+    catalog.SNAPSHOT_CREATE_REQUESTED: {"cluster": "dev", "volume": "v0", "name": "monday"},
+    catalog.SNAPSHOT_DELETE_REQUESTED: {"cluster": "dev", "name": "s0"},
+    catalog.CLONE_REQUESTED: {"cluster": "dev", "name": "copy", "from_snapshot": "s0", "gid": 2001},
 }
+ON_LVM = {catalog.SNAPSHOT_CREATE_REQUESTED, catalog.SNAPSHOT_DELETE_REQUESTED, catalog.CLONE_REQUESTED}
+"""Snapshots need thin LVs: these run in a world of lvm devices, where v0 has a snapshot s0."""
 SKIP = {("cluster",)}  # the cluster must be the message key; a hostile one is refused by the lane (tests/unit/bus)
 
 
@@ -163,9 +168,18 @@ async def run(type_: str, data: models.Model) -> tuple[str, list[Argv]]:
 
     The ``kubernetes`` block is left out here (this world has no API server; its names are checked
     against the API server's rules below): with it, the request would fail before any node work."""
-    world = World(topology=default_topology(4, devices=2))
+    topology = default_topology(4, devices=2)
+    if type_ in ON_LVM:
+        document = topology.model_dump()
+        for node in document["nodes"]:
+            node["devices"] = [{"name": d["name"]} for d in node["devices"]]
+        topology = models.LoadTopology.model_validate(document)
+    world = World(topology=topology)
     await world.load()
     await world.provision(name="v0")
+    if type_ in ON_LVM:
+        made = models.CreateSnapshot(cluster="dev", volume="v0", name="s0")
+        await world.handle(new_event(catalog.SNAPSHOT_CREATE_REQUESTED, made, source="/hostile"))
     before = len(world.nodes.calls)
     if "kubernetes" in type(data).model_fields:
         data = data.model_copy(update={"kubernetes": None})
