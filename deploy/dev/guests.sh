@@ -425,6 +425,18 @@ alive() {
     [ "${s%% *}" != Z ]
 }
 
+# gone PID: every thread of it has exited (its files, and so its image locks, are closed). The
+# group leader shows Z as soon as it exits, while other threads may still hold the images.
+gone() {
+    local t s
+    for t in /proc/"$1"/task/*/stat; do
+        { read -r s <"$t"; } 2>/dev/null || continue
+        s=${s##*) }
+        case ${s%% *} in Z | X) ;; *) return 1 ;; esac
+    done
+    return 0
+}
+
 # The QEMU of guest $1, if it runs: the pid file's process, checked by its name (pid reuse).
 qemu_pid() {
     local pid comm
@@ -825,8 +837,8 @@ power_off() {
     done
     deadline=$(( $(now_ms) + STOP_WAIT * 1000 ))
     for n in "${!pids[@]}"; do
-        while alive "${pids[$n]}" && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.2; done
-        if alive "${pids[$n]}"; then
+        while ! gone "${pids[$n]}" && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.2; done
+        if ! gone "${pids[$n]}"; then
             log "$n did not power off within ${STOP_WAIT}s; killing QEMU pid ${pids[$n]}"
             STOP_TIMEOUT=5 stop_pid "${pids[$n]}" "QEMU of $n"
         fi
@@ -976,7 +988,7 @@ do_reboot() {
     elif [ "$hard" = 1 ]; then
         log "$n: power cut (SIGKILL of QEMU pid $pid)"
         kill -KILL "$pid"
-        while alive "$pid"; do sleep 0.05; done
+        while ! gone "$pid"; do sleep 0.05; done
     else
         log "$n: ACPI power-off"
         power_off "$n"
