@@ -23,9 +23,13 @@ XFS_MOUNT_OPTIONS = "rw,inode64,noatime,nouuid"  # Heketi's brick mount options
 LOOP_MOUNT_OPTIONS = f"loop,{XFS_MOUNT_OPTIONS}"
 # In fstab, also ``nofail``: a node whose disk is gone still boots and serves its other bricks. The
 # lost brick stays down (its ``brick/`` directory is on the missing filesystem, so glusterd cannot
-# start it on the root filesystem instead) and reconcile reports it (``missing_device``).
-FSTAB_XFS_OPTIONS = f"{XFS_MOUNT_OPTIONS},nofail"
-FSTAB_LOOP_OPTIONS = f"{LOOP_MOUNT_OPTIONS},nofail"
+# start it on the root filesystem instead) and reconcile reports it (``missing_device``). nofail
+# also drops the mount's place before local-fs.target, so ``x-systemd.before=glusterd.service``
+# puts it back where it matters: glusterd starts its bricks only once their mounts are done (or
+# have failed). mount(8) ignores both; systemd reads them.
+BOOT_OPTIONS = "nofail,x-systemd.before=glusterd.service"
+FSTAB_XFS_OPTIONS = f"{XFS_MOUNT_OPTIONS},{BOOT_OPTIONS}"
+FSTAB_LOOP_OPTIONS = f"{LOOP_MOUNT_OPTIONS},{BOOT_OPTIONS}"
 
 
 # --- file brick backend -------------------------------------------------------------------------

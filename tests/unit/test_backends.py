@@ -101,8 +101,8 @@ def spec(
     )
 
 
-FILE_LINE = f"{IMAGE} {MOUNT} xfs loop,rw,inode64,noatime,nouuid,nofail 0 0"
-LVM_LINE = f"{DEVNODE} {MOUNT} xfs rw,inode64,noatime,nouuid,nofail 0 0"
+FILE_LINE = f"{IMAGE} {MOUNT} xfs loop,rw,inode64,noatime,nouuid,nofail,x-systemd.before=glusterd.service 0 0"
+LVM_LINE = f"{DEVNODE} {MOUNT} xfs rw,inode64,noatime,nouuid,nofail,x-systemd.before=glusterd.service 0 0"
 FSTAB_REMOVE = ("sh", "-c", commands.FSTAB_REMOVE_SCRIPT, "sh", FSTAB, MOUNT)
 BRICK_DIR_STEPS = [
     ("mkdir", "-p", "--", BRICK_DIR),
@@ -457,7 +457,7 @@ async def test_hostile_looking_paths_are_always_whole_argv_words(backend: BrickB
         s.path,
         source,
         escaped_mount,
-        f"{source.replace(' ', chr(92) + '040')} {escaped_mount} xfs {options},nofail 0 0",
+        f"{source.replace(' ', chr(92) + '040')} {escaped_mount} xfs {options},{commands.BOOT_OPTIONS} 0 0",
     }
     absent = (commands.is_mounted(mount), LV_EXISTS, POOL_EXISTS, VG_EXISTS, commands.pv_volume_group(s.device.name))
     nodes = Recorder(failing=absent, stdout={commands.signatures(s.device.name): NOTHING_FOUND})
