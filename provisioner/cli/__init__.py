@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 reconciler.reconcile(settings, cluster=args.cluster, repair=args.repair, stale_after=args.stale_after)
             )
             print(render.report(report, as_json=args.json))
-            return 1 if report.left else 0
+            return 0 if report.clean else 1
         if args.command == "state":
             print(asyncio.run(render.state(settings, cluster=args.cluster, as_json=args.json)))
             return 0

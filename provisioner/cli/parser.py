@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
             "then desired state, and print the drift: orphan_volume / orphan_brick (ours, named by no record), "
             "missing_volume / missing_brick (recorded, not on the nodes), interrupted (a record stuck in "
             "creating/expanding/deleting). Only things carrying this deployment's owner tag (its state topic) "
-            "count. Exit 0 when no drift is left, 1 otherwise."
+            "count. A node that cannot be read is named (NOT JUDGED) and nothing about it is judged. Exit 0 when "
+            "every node was read and no drift is left, 1 otherwise."
         ),
     )
     reconcile.add_argument("--cluster", help="only this cluster")

@@ -116,9 +116,10 @@ def report(report: reconciler.Report, *, as_json: bool) -> str:
             }
             for d in report.drift
         ]
-        return json.dumps({"drift": rows, "left": len(report.left)}, indent=2)
+        return json.dumps({"drift": rows, "left": len(report.left), "unread": report.unread}, indent=2)
+    unread = [f"NOT JUDGED: {what}" for what in report.unread]
     if not report.drift:
-        return "no drift: desired state and the nodes agree"
+        return "\n".join(unread) if unread else "no drift: desired state and the nodes agree"
     lines = [f"{'KIND':<15} {'CLUSTER':<16} {'NODE':<15} {'SUBJECT':<34} DETAIL"]
     for d in report.drift:
         done = outcome(d)
@@ -127,4 +128,4 @@ def report(report: reconciler.Report, *, as_json: bool) -> str:
             + (f" [{done}]" if done else "")
         )
     lines.append(f"{len(report.drift)} found, {len(report.repaired)} repaired, {len(report.left)} left")
-    return "\n".join(lines)
+    return "\n".join([*lines, *unread])

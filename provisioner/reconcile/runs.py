@@ -40,6 +40,12 @@ class Report:
     drift: list[Drift] = field(default_factory=list)
     repaired: list[Drift] = field(default_factory=list)
     failed: list[tuple[Drift, str]] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # what could not be read, so was not judged
+
+    @property
+    def clean(self) -> bool:
+        """Nothing left, and every node read: only then is "no drift" a verdict."""
+        return not self.left and not self.unread
 
     @property
     def left(self) -> list[Drift]:
@@ -79,6 +85,9 @@ async def reconcile(
             return stamp is not None and now() - stamp / 1000 > stale_after
 
         for topology, found in taken:
+            report.unread += [f"cluster {topology.id}: node {host} could not be read" for host in found.unreachable]
+            if found.volumes is None:
+                report.unread.append(f"cluster {topology.id}: no node answered gluster volume info")
             drift = find_drift(topology, state.volumes.values(), found, operations.owner, stale=stale)
             report.drift += drift
             if repair:

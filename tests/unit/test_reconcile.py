@@ -389,3 +389,13 @@ async def test_a_delete_that_finishes_during_the_pass_is_no_drift() -> None:
     reconciler, _ = pass_over(nodes, owns=lambda cluster: True)
     assert await reconciler.run_once() == []
     assert nodes.taken == 2 and nodes.removed == []
+
+
+def test_a_node_that_was_not_read_is_never_reported_as_no_drift() -> None:
+    from provisioner.cli import render
+    from provisioner.reconcile.runs import Report
+
+    blind = Report(unread=["cluster c1: node 10.0.0.1 could not be read"])
+    assert not blind.clean
+    assert render.report(blind, as_json=False) == "NOT JUDGED: cluster c1: node 10.0.0.1 could not be read"
+    assert Report().clean and render.report(Report(), as_json=False).startswith("no drift")
