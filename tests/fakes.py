@@ -280,6 +280,9 @@ class FakeNodes:
             case ["wipefs", "--all", device]:
                 self.held.pop((host, device), None)
                 return 0, "", ""
+            case ["lvm", "lvcreate", *options, vg] if "thin-pool" in options:
+                self.thin[(host, f"{vg}/{options[options.index('--name') + 1]}")] = ""
+                return 0, "", ""
             case ["lvm", "lvcreate", *options, source] if "--snapshot" in options:
                 vg, origin = source.split("/")
                 lv = options[options.index("--name") + 1]

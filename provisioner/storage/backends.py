@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -266,58 +267,61 @@ class LvmBackend(_NodeCommands):
         origin brick) mounted at the brick's own place, its root stripped of the origin volume's
         marks so gluster takes it into a new volume. Idempotent until that volume exists (then
         ``handling.clones`` does not call it again: stripping would take the new volume's marks)."""
-        host = spec.node.manage
-        vg, lv = vg_name(spec.device), lv_name(spec.brick)
-        dev = device_node(spec.device, spec.brick)
-        mounted = await self._is_mounted(spec)
-        if not mounted:
-            await self._run(host, commands.mkdir(spec.mount_point))
+        host, vg, lv = spec.node.manage, vg_name(spec.device), lv_name(spec.brick)
+
+        async def snapshot() -> None:
             if not await self._succeeds(host, commands.lv_exists(vg, lv)):
                 marks = tags.lv_tags(spec.volume, spec.brick.id, spec.owner)
                 await self._run(host, commands.thin_snapshot_create(vg, source, lv, tags=marks))
-        await self._add_to_fstab(spec, dev, commands.FSTAB_XFS_OPTIONS)
-        if not mounted:
-            await self._run(host, commands.mount_xfs(dev, spec.mount_point))
+
+        await self._mount_lv(spec, snapshot)
         for mark in ORIGIN_MARKS:  # absent after a retry: exit 1 is fine
             await self._run(host, commands.remove_xattr(spec.path, mark), check=False)
 
     async def create(self, spec: BrickSpec) -> None:
-        host = spec.node.manage
-        vg, lv = vg_name(spec.device), lv_name(spec.brick)
+        host, vg, lv = spec.node.manage, vg_name(spec.device), lv_name(spec.brick)
+
+        async def formatted() -> None:
+            if not await self._succeeds(host, commands.lv_exists(vg, lv)):
+                await self._create_lv(spec)
+            await self._run(host, commands.make_xfs(device_node(spec.device, spec.brick), arbiter=spec.brick.arbiter))
+
+        await self._mount_lv(spec, formatted)
+        await self._make_brick_dir(spec)
+
+    async def _mount_lv(self, spec: BrickSpec, make: Callable[[], Awaitable[None]]) -> None:
+        """The brick's LV mounted at its place with its fstab line; ``make`` readies the LV (runs
+        unless it is mounted already). The fstab line is written outside that test: a crash
+        between the mount and the fstab edit must still get its line."""
         dev = device_node(spec.device, spec.brick)
         mounted = await self._is_mounted(spec)
         if not mounted:
-            await self._run(host, commands.mkdir(spec.mount_point))
-            if not await self._succeeds(host, commands.lv_exists(vg, lv)):
-                await self._create_lv(spec)
-            await self._run(host, commands.make_xfs(dev, arbiter=spec.brick.arbiter))
+            await self._run(spec.node.manage, commands.mkdir(spec.mount_point))
+            await make()
         await self._add_to_fstab(spec, dev, commands.FSTAB_XFS_OPTIONS)
         if not mounted:
-            await self._run(host, commands.mount_xfs(dev, spec.mount_point))
-        await self._make_brick_dir(spec)
+            await self._run(spec.node.manage, commands.mount_xfs(dev, spec.mount_point))
 
     async def _create_lv(self, spec: BrickSpec) -> None:
+        """The pool, then the thin LV in it. Not Heketi's one ``lvcreate --thin`` for both: that
+        one puts ``--addtag`` on the pool, leaving the brick LV without the marks reconcile reads."""
         host = spec.node.manage
         vg, pool, lv = vg_name(spec.device), pool_name(spec.brick), lv_name(spec.brick)
         size = thin_pool_size(spec.brick.size, spec.snapshot_factor)
+        if not await self._succeeds(host, commands.lv_exists(vg, pool)):  # else: a crash came between the two
+            argv = commands.thin_pool_create(vg, pool, pool_kib=size.pool, metadata_kib=size.metadata)
+            try:
+                await self._run(host, argv)
+            except CommandFailed as e:
+                if FULL.search(e.stderr) is None:
+                    raise
+                needed = (size.pool + size.metadata) * 1024
+                raise DeviceFull(
+                    f"node {host} device {spec.device.name}: no room for a brick of {spec.brick.size} bytes "
+                    f"({needed} bytes of thin pool and metadata): {e.stderr.strip().splitlines()[-1][:300]}"
+                ) from e
         marks = tags.lv_tags(spec.volume, spec.brick.id, spec.owner)
-        if await self._succeeds(host, commands.lv_exists(vg, pool)):
-            # A crash left the pool without its LV: only the thin LV is missing.
-            await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=marks))
-            return
-        argv = commands.thin_pool_and_lv_create(
-            vg, pool, lv, pool_kib=size.pool, metadata_kib=size.metadata, virtual_kib=size.virtual, tags=marks
-        )
-        try:
-            await self._run(host, argv)
-        except CommandFailed as e:
-            if FULL.search(e.stderr) is None:
-                raise
-            needed = (size.pool + size.metadata) * 1024
-            raise DeviceFull(
-                f"node {host} device {spec.device.name}: no room for a brick of {spec.brick.size} bytes "
-                f"({needed} bytes of thin pool and metadata): {e.stderr.strip().splitlines()[-1][:300]}"
-            ) from e
+        await self._run(host, commands.thin_lv_create(vg, pool, lv, virtual_kib=size.virtual, tags=marks))
 
     async def destroy(self, spec: BrickSpec) -> None:
         """Heketi's order: unmount, fstab (before the LV goes, so a crash cannot leave an fstab that

@@ -148,40 +148,29 @@ def lv_tags(tags: Sequence[tuple[str, str]]) -> Argv:
     return tuple(word for key, value in tags for word in ("--addtag", f"{key}={value}"))
 
 
-def thin_pool_and_lv_create(
-    vg: str,
-    pool: str,
-    lv: str,
-    *,
-    pool_kib: int,
-    metadata_kib: int,
-    virtual_kib: int,
-    tags: Sequence[tuple[str, str]] = (),
-) -> Argv:
-    """Heketi's one-shot ``lvcreate``: a thin pool of ``pool_kib`` and a thin LV of ``virtual_kib`` in it."""
+def thin_pool_create(vg: str, pool: str, *, pool_kib: int, metadata_kib: int) -> Argv:
+    """A thin pool of ``pool_kib`` with Heketi's metadata size and chunk size."""
     return (
         "lvm",
         "lvcreate",
         "-qq",
         "--autobackup=n",
+        "--type",
+        "thin-pool",
         "--poolmetadatasize",
         f"{metadata_kib}K",
         "--chunksize",
         "256K",
         "--size",
         f"{pool_kib}K",
-        "--thin",
-        f"{vg}/{pool}",
-        "--virtualsize",
-        f"{virtual_kib}K",
         "--name",
-        lv,
-        *lv_tags(tags),
+        pool,
+        vg,
     )
 
 
 def thin_lv_create(vg: str, pool: str, lv: str, *, virtual_kib: int, tags: Sequence[tuple[str, str]] = ()) -> Argv:
-    """A thin LV in an existing pool (resuming after a crash that left the pool without its LV)."""
+    """A thin LV in an existing pool, carrying our tags (``lvs`` shows them on this LV, not the pool)."""
     return (
         "lvm",
         "lvcreate",

@@ -199,12 +199,23 @@ async def test_lvm_create_fresh() -> None:
             "lvcreate",
             "-qq",
             "--autobackup=n",
+            "--type",
+            "thin-pool",
             "--poolmetadatasize",
             "8192K",
             "--chunksize",
             "256K",
             "--size",
             "1048576K",
+            "--name",
+            f"tp_{BRICK_ID}",
+            VG,
+        ),
+        (
+            "lvm",
+            "lvcreate",
+            "-qq",
+            "--autobackup=n",
             "--thin",
             POOL,
             "--virtualsize",
@@ -430,9 +441,9 @@ async def test_operations_pass_fstab_setting_and_snapshot_factor_to_the_lvm_back
     assert await operations.prepare_device(operations.device_spec("c1", s.node, s.device)) == 4290772992
     assert (*VG_CREATE[:5], *VG_TAGS, "--addtag", "provisioner.owner=t.state", VG, "/dev/vdb") in nodes.argvs
     await operations.create_bricks(cluster, volume)
-    [lvcreate] = [argv for argv in nodes.argvs if argv[:2] == ("lvm", "lvcreate")]
-    assert lvcreate[lvcreate.index("--size") + 1] == "2097152K"
-    assert lvcreate[lvcreate.index("--virtualsize") + 1] == "1048576K"
+    [pool, lv] = [argv for argv in nodes.argvs if argv[:2] == ("lvm", "lvcreate")]
+    assert pool[pool.index("--size") + 1] == "2097152K"
+    assert lv[lv.index("--virtualsize") + 1] == "1048576K"
     [fstab] = [argv for argv in nodes.argvs if argv[0] == "sh"]
     assert fstab[4] == "/etc/other-fstab"
     assert nodes.argvs[:1] == [VG_EXISTS]

@@ -179,25 +179,24 @@ def test_lvm_brick_commands_use_heketis_flags() -> None:
     assert commands.lv_exists("vg_d", "brick_b") == ("lvm", "lvs", "--noheadings", "--options=lv_name", "vg_d/brick_b")
     tags = (("provisioner.volume", "ab"), ("provisioner.brick", "cd"))
     assert commands.lv_tags(tags) == ("--addtag", "provisioner.volume=ab", "--addtag", "provisioner.brick=cd")
-    assert commands.thin_pool_and_lv_create(
-        "vg_d", "tp_b", "brick_b", pool_kib=1048576, metadata_kib=8192, virtual_kib=1048576, tags=tags
-    ) == (
+    assert commands.thin_pool_create("vg_d", "tp_b", pool_kib=1048576, metadata_kib=8192) == (
         "lvm",
         "lvcreate",
         "-qq",
         "--autobackup=n",
+        "--type",
+        "thin-pool",
         "--poolmetadatasize",
         "8192K",
         "--chunksize",
         "256K",
         "--size",
         "1048576K",
-        "--thin",
-        "vg_d/tp_b",
-        "--virtualsize",
-        "1048576K",
         "--name",
-        "brick_b",
+        "tp_b",
+        "vg_d",
+    )
+    assert commands.thin_lv_create("vg_d", "tp_b", "brick_b", virtual_kib=1048576, tags=tags)[-4:] == (
         "--addtag",
         "provisioner.volume=ab",
         "--addtag",
