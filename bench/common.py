@@ -230,6 +230,43 @@ def cpu_model() -> str:
     return os.uname().machine
 
 
+# --- pictures -----------------------------------------------------------------------------------------
+
+
+def bar_chart_svg(title: str, groups: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, unit: str) -> str:
+    """A grouped horizontal bar chart as a standalone SVG (no plotting library): one group per label,
+    one bar per series in it, each bar labelled with its value."""
+    colours = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759")
+    series = list(dict.fromkeys(name for _, bars in groups for name, _ in bars))
+    top = max((v for _, bars in groups for _, v in bars), default=1.0) or 1.0
+    left, width, bar, gap = 190, 480, 16, 14
+    height = 60 + sum(len(bars) * bar + gap for _, bars in groups) + 30
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<text x="10" y="22" font-size="15" font-weight="bold">{_xml(title)}</text>',
+    ]
+    for i, name in enumerate(series):
+        out.append(f'<rect x="{left + i * 120}" y="34" width="12" height="12" fill="{colours[i % len(colours)]}"/>')
+        out.append(f'<text x="{left + i * 120 + 16}" y="45">{_xml(name)}</text>')
+    y = 60
+    for label, bars in groups:
+        out.append(f'<text x="{left - 8}" y="{y + len(bars) * bar / 2 + 4}" text-anchor="end">{_xml(label)}</text>')
+        for name, value in bars:
+            length = max(1.0, width * value / top)
+            colour = colours[series.index(name) % len(colours)]
+            out.append(f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar - 2}" fill="{colour}"/>')
+            out.append(f'<text x="{left + length + 4:.1f}" y="{y + bar - 5}">{value:.2f} {_xml(unit)}</text>')
+            y += bar
+        y += gap
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 # --- the command line of every benchmark ------------------------------------------------------------
 
 

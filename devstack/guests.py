@@ -66,9 +66,10 @@ class Guests:
         }
 
     async def scrub(self) -> None:
-        """Leave the guests as ``up`` made them: no gluster volume, no brick mount or fstab line, and
-        data disks without any signature. The guests exist only for tests, and their data disks
-        only for bricks, so anything on them is a test's leftover (a run cut off mid-way)."""
+        """Leave the guests as ``up`` made them: no client mount, no gluster snapshot or volume, no
+        brick mount or fstab line, and data disks without any signature. The guests exist only for
+        tests, and their data disks only for bricks, so anything on them is a test's leftover (a run
+        cut off mid-way)."""
         ssh = self.ssh()
         try:
             for node in self.nodes:
@@ -92,11 +93,15 @@ class Guests:
 
 
 SCRUB_SCRIPT = r"""
+awk '$3 == "fuse.glusterfs" { print $2 }' /proc/mounts | while read -r m; do umount -l "$m"; done
+gluster --mode=script snapshot delete all >/dev/null 2>&1 || true
 for volume in $(gluster --mode=script volume list 2>/dev/null | grep -v '^No volumes'); do
     gluster --mode=script volume stop "$volume" force >/dev/null 2>&1 || true
     gluster --mode=script volume delete "$volume" >/dev/null
 done
-awk '$2 ~ "^/var/lib/provisioner/mounts/" { print $2 }' /proc/mounts | while read -r m; do umount -l "$m"; done
+pkill -x glusterfsd && sleep 1  # bricks of a volume that could not be stopped (a peer down) hold their disks
+awk '$2 ~ "^(/var/lib/provisioner/mounts|/run/gluster/snaps)/" { print $2 }' /proc/mounts |
+    while read -r m; do umount -l "$m"; done
 sed -i '\#^[^ ]* /var/lib/provisioner/mounts/#d' /etc/fstab
 rm -rf /var/lib/provisioner/mounts
 for disk; do

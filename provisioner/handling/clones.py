@@ -75,13 +75,14 @@ async def clone(storage: Storage, request: Request, data: models.CloneVolume) ->
     if origin.status is not VolumeStatus.ONLINE or origin.replacing:
         raise VolumeConflict(f"volume {origin.name} is being changed; clone it once it is online")
     thin_only(cluster, origin)
-    made = existing or _planned(origin, clone_id, name, source, data, request)
+    made = existing or planned_clone(origin, clone_id, name, source, gid=data.gid, request=request.event.id)
     return await run(_Clone(storage, request, cluster, origin, made))
 
 
-def _planned(
-    origin: Volume, clone_id: VolumeId, name: str, source: CloneSource, data: models.CloneVolume, request: Request
+def planned_clone(
+    origin: Volume, clone_id: VolumeId, name: str, source: CloneSource, *, gid: int | None, request: str
 ) -> Volume:
+    """The clone's record: brick ``i`` on origin brick ``i``'s device, in its pool, with an id of its own."""
     bricks = tuple(
         Brick(
             id=BrickId(derive_id(clone_id, "brick", str(i))),
@@ -102,9 +103,9 @@ def _planned(
         durability=origin.durability,
         bricks=bricks,
         status=VolumeStatus.CREATING,
-        gid=data.gid if data.gid is not None else origin.gid,
+        gid=gid if gid is not None else origin.gid,
         options=origin.options,
-        request=RequestId(request.event.id),
+        request=RequestId(request),
         snapshot_factor=origin.snapshot_factor,
         device_tag_match=origin.device_tag_match,
         clone=source,

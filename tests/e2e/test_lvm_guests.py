@@ -22,12 +22,16 @@ import pytest
 import pytest_asyncio
 
 from devstack.guests import Guests, load_guests
-from devstack.stack import Daemon, Stack
+from devstack.stack import Daemon, Stack, TopicReader, produce
+from provisioner.events import catalog, models
+from provisioner.events.envelope import encode, new_event
+from provisioner.executor.fault import CRASH_EXIT_CODE
 from provisioner.executor.ssh import SshExecutor
 from provisioner.storage import commands
 from provisioner.storage.parsing import BrickHeal, parse_heal_info
 
 pytestmark = pytest.mark.integration
+GiB = 1024**3
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +39,15 @@ def guests() -> Guests:
     return load_guests()
 
 
+def guest_stack(stack: Stack, guests: Guests) -> Stack:
+    """Topics and group of their own (the namespace nodes' daemon never sees these requests), and
+    the guests' host keys for every daemon and CLI run of it."""
+    return dataclasses.replace(stack, prefix=f"t{uuid.uuid4().hex[:8]}", env={**stack.env, **guests.daemon_env()})
+
+
 @pytest.fixture(scope="module")
-def own(stack: Stack) -> Stack:
-    """Topics and group of this module alone: the namespace nodes' daemon never sees these requests."""
-    return dataclasses.replace(stack, prefix=f"t{uuid.uuid4().hex[:8]}")
+def own(stack: Stack, guests: Guests) -> Stack:
+    return guest_stack(stack, guests)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -170,14 +179,10 @@ async def test_a_heketi_topology_with_bare_paths_loads_and_provisions_on_thin_lv
     marks: tuple[str, ...] = ("--addtag", f"provisioner.volume={uuid.uuid4().hex}")
     marks += ("--addtag", f"provisioner.brick={orphan}", "--addtag", f"provisioner.owner={own.topic('state')}")
     vg = groups[guests.disks[0]]
-    await ssh.run(
-        first,
-        (
-            *("lvm", "lvcreate", "-qq", "--poolmetadatasize", "4M", "--size", "64M", "--thin", f"{vg}/tp_{orphan}"),
-            *("--virtualsize", "64M", "--name", f"brick_{orphan}", *marks),
-        ),
-        timeout=120,
-    )
+    pool = ("lvm", "lvcreate", "-qq", "--type", "thin-pool", "--poolmetadatasize", "4M", "--size", "64M")
+    await ssh.run(first, (*pool, "--name", f"tp_{orphan}", vg), timeout=120)
+    thin = ("lvm", "lvcreate", "-qq", "--thin", f"{vg}/tp_{orphan}", "--virtualsize", "64M")
+    await ssh.run(first, (*thin, "--name", f"brick_{orphan}", *marks), timeout=120)
     found = own.cli("reconcile", "--cluster", cluster)
     assert "orphan_brick" in found.stdout and orphan in found.stdout, found.stdout + found.stderr
     repaired = own.cli("reconcile", "--cluster", cluster, "--repair")
@@ -330,3 +335,70 @@ async def test_snapshots_and_clones_hold_their_moment_and_outlive_their_origin(
         left = await lines(ssh, node, "lvm", "lvs", "--noheadings", "-o", "lv_name")
         assert left == [], f"{node} still has LVs: {left}"
     own.assert_no_drift(cluster)
+
+
+# Where the daemon dies: mid-way through the bricks of a provision, after every brick is mounted,
+# right after gluster took a snapshot, and mid-way through a clone's bricks. Only commands that a
+# reconcile pass never runs are counted, so the point does not move with a pass at start-up.
+CRASH_POINTS = ("mkfs.xfs:2", "mount:3", "gluster_snapshot_create:1", "setfattr:2")
+
+
+async def test_a_crash_at_each_lvm_step_leaves_one_result_and_no_drift(
+    stack: Stack, guests: Guests, tmp_path: Path
+) -> None:
+    """The daemon is killed at each of CRASH_POINTS (a provision, a snapshot, a clone on real thin
+    LVs) and restarted: the request gets exactly one result, a success, and reconcile finds nothing."""
+    await guests.scrub()
+    mine = guest_stack(stack, guests)
+    cluster = f"crash-{uuid.uuid4().hex[:6]}"
+    env = {**guests.daemon_env(), "PROVISIONER_WORKER__RECONCILE_INTERVAL": "3600"}
+
+    async def answered(*args: str) -> str:
+        done = mine.cli(*args, "--cluster", cluster, "--wait", "--timeout", "600")
+        assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    plain = Daemon(mine, tmp_path / "plain.log", extra_env=env)
+    plain.start()
+    try:
+        await plain.wait_ready()
+        await answered("topology", "load", str(heketi_file(tmp_path / "t.json", guests)))
+        await answered("request", "provision", "--size", "1GiB", "--name", "origin")
+        await answered("snapshot", "create", "--volume", "origin", "--name", "origin_s")
+    finally:
+        plain.stop()
+    for point in CRASH_POINTS:
+        step = point.split(":")[0]
+        data: models.Model
+        if step == "gluster_snapshot_create":
+            type_, data = catalog.SNAPSHOT_CREATE_REQUESTED, models.CreateSnapshot(cluster=cluster, volume="origin")
+        elif step == "setfattr":
+            data = models.CloneVolume(cluster=cluster, name="clone_c", from_snapshot="origin_s")
+            type_ = catalog.CLONE_REQUESTED
+        else:
+            type_, data = (
+                catalog.PROVISION_REQUESTED,
+                models.ProvisionVolume(cluster=cluster, size=GiB, name=f"p_{step.replace('.', '_')}"),
+            )
+        request = new_event(type_, data, source="/tests")
+        crashing = Daemon(mine, tmp_path / f"{step}.log", extra_env={**env, "PROVISIONER_WORKER__CRASH_AFTER": point})
+        crashing.start()
+        await crashing.wait_ready()
+        async with TopicReader(mine, mine.topic("results")) as results_topic:
+            value, headers = encode(request)
+            await produce(mine, value, key=cluster.encode(), headers=headers)
+            assert crashing.process is not None
+            code = await asyncio.to_thread(crashing.process.wait, 600)
+            assert code == CRASH_EXIT_CODE, f"the daemon did not crash at {point}:\n{crashing.tail()}"
+            after = Daemon(mine, tmp_path / f"{step}.after.log", extra_env=env)
+            after.start()
+            try:
+                result = await results_topic.wait_result(request.id, timeout=600)
+                await after.wait_ready()
+                for _ in range(6):
+                    await results_topic.poll(0.5)
+                assert results_topic.terminal_count(request.id) == 1, f"more than one result after a crash at {point}"
+                assert catalog.is_success(result.type), f"{point}: {result.data}"
+                mine.assert_no_drift(cluster)
+            finally:
+                after.stop()
