@@ -92,6 +92,14 @@ async def lines(ssh: SshExecutor, node: str, *argv: str) -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+async def wait_unmounted(ssh: SshExecutor, node: str, mount_point: str, *, timeout: float = 60) -> None:
+    """Unmount, retrying while the brick process that was just killed still holds the filesystem."""
+    deadline = time.monotonic() + timeout
+    while not (await ssh.run(node, ("umount", "--", mount_point), timeout=60, check=False)).ok:
+        assert time.monotonic() < deadline, f"{mount_point} on {node} still busy after {timeout}s"
+        await asyncio.sleep(1)
+
+
 async def volume_groups(ssh: SshExecutor, node: str) -> dict[str, str]:
     """Data disk -> the VG on it."""
     rows = await lines(ssh, node, "lvm", "pvs", "--noheadings", "--separator", ":", "-o", "pv_name,vg_name")
@@ -194,7 +202,8 @@ async def test_a_heketi_topology_with_bare_paths_loads_and_provisions_on_thin_lv
     last = guests.nodes[-1]
     [gone, _] = await thin_lvs(ssh, last)
     [mount_point] = [m.split()[1] for m in await lines(ssh, last, "cat", "/proc/mounts") if f"-{gone} " in m]
-    await ssh.run(last, ("umount", "--", mount_point), timeout=120)
+    await ssh.run(last, ("pkill", "-f", f"{mount_point}/brick"), timeout=60)  # the brick process holds it
+    await wait_unmounted(ssh, last, mount_point)
     [gone_vg] = [v for v in (await volume_groups(ssh, last)).values() if gone in await lv_names(ssh, last, v)]
     await ssh.run(last, ("lvm", "lvremove", "-f", f"{gone_vg}/{gone}"), timeout=120)
     for _ in range(2):
