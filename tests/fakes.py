@@ -245,6 +245,8 @@ class FakeNodes:
                 return 0, "", ""
             case ["umount", path]:
                 return (0, "", "") if self.mounts.pop((host, path), None) else (32, "", "not mounted")
+            case ["sync", "--file-system", _]:
+                return 0, "", ""
             case ["chown" | "chmod", *_]:
                 return 0, "", ""
             case ["rm", "-f", path]:

@@ -88,6 +88,11 @@ def remove_file(path: str) -> Argv:
     return ("rm", "-f", "--", path)
 
 
+def sync_filesystem(path: str) -> Argv:
+    """Commit the filesystem holding ``path`` to disk (``syncfs``), metadata and extended attributes too."""
+    return ("sync", "--file-system", "--", path)
+
+
 def remove_dir(path: str) -> Argv:
     return ("rmdir", "--", path)
 

@@ -163,6 +163,16 @@ class VolumeOperations:
             started = await self.gluster(cluster, volume, commands.volume_start(volume.name, timeout=timeout))
         if not started.ok and not started.verdict.already_started:
             raise GlusterError(f"volume start {volume.name}: {started.message}")
+        await self.sync_bricks(self.specs(cluster, volume))
+
+    async def sync_bricks(self, specs: Sequence[BrickSpec]) -> None:
+        """Flush each brick's filesystem (syncfs), in parallel: gluster has just written the brick
+        root's ``trusted.glusterfs.volume-id``, and a node that loses power before XFS commits its
+        log would come back with a brick glusterd refuses to start."""
+        synced = await asyncio.gather(
+            *(self.run(s.node.manage, commands.sync_filesystem(s.mount_point)) for s in specs), return_exceptions=True
+        )
+        _raise_first(synced)
 
     async def _adopt(self, cluster: Cluster, volume: Volume) -> None:
         info = await self.volume_info(cluster, volume)
@@ -217,6 +227,7 @@ class VolumeOperations:
             )
             if not result.ok:
                 raise GlusterError(f"volume add-brick {volume.name}: {result.message}")
+            await self.sync_bricks(specs)
         rebalance = await self.gluster(cluster, volume, commands.volume_rebalance_start(volume.name, timeout=timeout))
         if not rebalance.ok and "already" not in rebalance.message.lower():
             raise GlusterError(f"volume rebalance {volume.name} start: {rebalance.message}")

@@ -175,6 +175,10 @@ def test_lvm_device_commands_use_heketis_flags() -> None:
         commands.signatures("--all")
 
 
+def test_sync_filesystem() -> None:
+    assert commands.sync_filesystem("/m/b") == ("sync", "--file-system", "--", "/m/b")
+
+
 def test_lvm_brick_commands_use_heketis_flags() -> None:
     assert commands.lv_exists("vg_d", "brick_b") == ("lvm", "lvs", "--noheadings", "--options=lv_name", "vg_d/brick_b")
     tags = (("provisioner.volume", "ab"), ("provisioner.brick", "cd"))

@@ -336,3 +336,15 @@ async def test_one_volume_addressed_by_id_or_by_name_has_keys_in_common() -> Non
     assert delete_by_name & delete_by_id & expand_by_id & as_a, "once it is, every address meets on its id"
     unrelated = keys(event(catalog.PROVISION_REQUESTED, models.ProvisionVolume(cluster="dev", size=GiB, name="z")))
     assert unrelated and not unrelated & as_a
+
+
+async def test_every_brick_filesystem_is_flushed_once_gluster_has_marked_it() -> None:
+    """A power cut right after the answer must not lose the brick root's volume-id (glusterd would
+    refuse to start the brick): each brick's filesystem is synced after volume start."""
+    world = World()
+    await world.load()
+    await world.provision(name="v1")
+    argvs = [argv for _, argv in world.nodes.calls]
+    start = next(i for i, a in enumerate(argvs) if a[4:6] == ("volume", "start"))
+    synced = [a[-1] for a in argvs[start:] if a[:2] == ("sync", "--file-system")]
+    assert len(synced) == 3 and all(m.startswith("/var/lib/provisioner/mounts/vg_") for m in synced)
