@@ -11,36 +11,34 @@ from pydantic import ValidationError
 
 from provisioner.cli.parser import build_parser
 from provisioner.cli.requests import provision_data
-from provisioner.domain import Cluster, ClusterId, Device, DeviceId, Node, NodeId, Replicate, Volume, VolumeId
+from provisioner.domain import Cluster, ClusterId, DeviceId, Replicate, Volume, VolumeId
 from provisioner.errors import NoCapacity
 from provisioner.events import catalog, models, results
 from provisioner.events.envelope import new_event
 from provisioner.planning.allocator import Limits, PlacementRequest, plan_volume
 from provisioner.planning.evacuation import plan_replacement
 from provisioner.planning.tags import TagMatch, device_tags, eligible, takes
-from tests.fakes import World, failure
+from tests.fakes import World, cluster, failure
 
 GiB = 1024**3
 ARBITER = Replicate(replica=3, arbiter=True)
 
 
 def tagged(*nodes: tuple[dict[str, str], list[dict[str, str]]], capacity: int = 100 * GiB) -> Cluster:
-    """Nodes as (node tags, [device tags]); one zone per node."""
-    return Cluster(
-        id=ClusterId("c"),
+    """Nodes as (node tags, [device tags]); one zone per node (``tests.fakes.cluster``, tagged)."""
+    plain = cluster(*((i, [capacity // GiB] * len(devices)) for i, (_, devices) in enumerate(nodes)))
+    return dataclasses.replace(
+        plain,
         nodes=tuple(
-            Node(
-                id=NodeId(f"n{i}"),
-                manage=f"10.0.0.{i}",
-                storage=f"10.0.0.{i}",
-                zone=i,
+            dataclasses.replace(
+                node,
                 tags=tuple(sorted(node_tags.items())),
                 devices=tuple(
-                    Device(id=DeviceId(f"n{i}d{j}"), name=f"/d{j}", capacity=capacity, tags=tuple(sorted(t.items())))
-                    for j, t in enumerate(devices)
+                    dataclasses.replace(d, tags=tuple(sorted(t.items())))
+                    for d, t in zip(node.devices, devices, strict=True)
                 ),
             )
-            for i, (node_tags, devices) in enumerate(nodes)
+            for node, (node_tags, devices) in zip(plain.nodes, nodes, strict=True)
         ),
     )
 
