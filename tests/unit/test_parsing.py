@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.storage.parsing import UnparsableOutput, parse_heal_info, parse_op_result, parse_volume_info
+from provisioner.storage.parsing import (
+    SnapshotInfo,
+    UnparsableOutput,
+    parse_heal_info,
+    parse_op_result,
+    parse_signatures,
+    parse_snapshot_info,
+    parse_volume_info,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gluster"
 
@@ -118,3 +126,26 @@ def test_heal_info_of_a_replica_three_volume() -> None:
         )
     )
     assert (parse_heal_info(offline)[0].connected, parse_heal_info(offline)[0].pending) == (False, None)
+
+
+def test_snapshot_info_as_gluster_prints_it() -> None:
+    [info] = parse_snapshot_info(fixture("snapshot-info.xml"))  # captured on a guest, GlusterFS 10.3
+    assert info == SnapshotInfo(
+        name="s1", description="provisioner:abc", snapshot_volume="df5f3d53c21e4b56a80faaac2bdc3d5e", origin="expv"
+    )
+
+
+def test_a_snapshot_volume_name_that_is_not_hex_is_refused() -> None:
+    odd = fixture("snapshot-info.xml").replace("df5f3d53c21e4b56a80faaac2bdc3d5e", "x || lv_name=~.")
+    with pytest.raises(UnparsableOutput, match="32 hex digits"):
+        parse_snapshot_info(odd)
+
+
+def test_wipefs_signatures_as_util_linux_prints_them() -> None:
+    captured = '{\n   "signatures": [\n      {\n         "device": "sig.img",\n         "offset": "0x0",\n'
+    captured += '         "type": "xfs",\n         "uuid": "2a289b42-e004-4f01-9257-8e7d2b022d29",\n'
+    captured += '         "label": null\n      }\n   ]\n}\n'
+    assert parse_signatures(captured) == ["xfs at 0x0"]
+    assert parse_signatures('{\n   "signatures": [\n\n   ]\n}\n') == []
+    with pytest.raises(UnparsableOutput):
+        parse_signatures("wipefs: error: /dev/vdz: probing initialization failed")
