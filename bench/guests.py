@@ -143,7 +143,6 @@ class ByHand:
         clone_id = VolumeId(new_id())
         source = CloneSource(snapshot=snapshot.name, origin=volume_id)
         clone = planned_clone(volume, clone_id, volume_name_for(clone_id), source, gid=None, request="floor")
-        clone = dataclasses.replace(clone, status=volume.status)
 
         async def provision() -> None:
             await self.ops.create_bricks(self.cluster, volume)

@@ -104,13 +104,12 @@ class DesiredState:
         """Apply one record; raises UnknownRecord or a validation error for a record we cannot read."""
         if change.key.startswith(CLUSTER_PREFIX):
             if change.value is None:
-                self.clusters.pop(ClusterId(change.key[len(CLUSTER_PREFIX) :]), None)
+                self._forget_hosts(self.clusters.pop(ClusterId(change.key[len(CLUSTER_PREFIX) :]), None))
             else:
                 cluster = _CLUSTER.validate_json(change.value)
+                self._forget_hosts(self.clusters.get(cluster.id))
                 self.clusters[cluster.id] = cluster
-            self._alternates = {
-                n.manage: n.manage_alternates for c in self.clusters.values() for n in c.nodes if n.manage_alternates
-            }
+                self._alternates |= {n.manage: n.manage_alternates for n in cluster.nodes if n.manage_alternates}
         elif change.key.startswith(VOLUME_PREFIX):
             volume_id = VolumeId(change.key[len(VOLUME_PREFIX) :])
             if change.value is None:
@@ -181,6 +180,10 @@ class DesiredState:
         """How many canonical values the volumes hold between them (for tests and memory checks)."""
         return len(self._shared)
 
+    def _forget_hosts(self, cluster: Cluster | None) -> None:
+        for node in cluster.nodes if cluster is not None else ():
+            self._alternates.pop(node.manage, None)
+
     def manage_alternates(self, host: str) -> tuple[str, ...]:
         """The further manage hostnames of the node whose first is ``host`` (``executor.alternates``)."""
         return self._alternates.get(host, ())
@@ -202,6 +205,16 @@ class DesiredState:
     def volume_named(self, cluster: ClusterId, name: str) -> Volume | None:
         volume_id = self._names.get(cluster, {}).get(name)
         return self.volumes.get(volume_id) if volume_id else None
+
+    def volume_by(self, cluster: ClusterId, volume_id: str | None, name: str | None) -> Volume | None:
+        """The volume of ``cluster`` a request names by id, else by name (None when it has none)."""
+        volume = self.volumes.get(VolumeId(volume_id)) if volume_id else self.volume_named(cluster, name or "")
+        return volume if volume is not None and volume.cluster == cluster else None
+
+    def snapshot_by(self, cluster: ClusterId, snapshot_id: str | None, name: str | None) -> Snapshot | None:
+        """The snapshot of ``cluster`` a request names by id, else by name."""
+        found = self.snapshots.get(SnapshotId(snapshot_id)) if snapshot_id else self.snapshot_named(cluster, name or "")
+        return found if found is not None and found.cluster == cluster else None
 
     def snapshot_named(self, cluster: ClusterId, name: str) -> Snapshot | None:
         """Snapshots are few per volume; a scan is cheaper than keeping another index current."""

@@ -35,7 +35,7 @@ from provisioner.events import models, results
 from provisioner.handling.operation import run
 from provisioner.handling.request import Request, Storage
 from provisioner.handling.results import progress, succeeded, volume_out
-from provisioner.handling.snapshots import named_snapshot, named_volume
+from provisioner.handling.snapshots import named_volume
 from provisioner.state import StateChange
 from provisioner.storage.snapshots import SnapshotOperations, thin_only
 
@@ -64,7 +64,7 @@ async def clone(storage: Storage, request: Request, data: models.CloneVolume) ->
         if origin is None:
             raise VolumeConflict(f"clone {name} is from volume {source.origin}, which has no record any more")
     elif data.from_snapshot_id or data.from_snapshot:
-        snapshot = named_snapshot(storage, cluster.id, data.from_snapshot_id, data.from_snapshot)
+        snapshot = state.snapshot_by(cluster.id, data.from_snapshot_id, data.from_snapshot)
         if snapshot is None or snapshot.status is not SnapshotStatus.ONLINE:
             raise SnapshotNotFound(f"no snapshot {data.from_snapshot_id or data.from_snapshot} in cluster {cluster.id}")
         origin = named_volume(storage, cluster.id, snapshot.volume, None)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from provisioner.delivery.outcome import IntentWriter, Outcome
 from provisioner.delivery.schedule import BARRIER, Keys
-from provisioner.domain import ClusterId, SnapshotId, VolumeId, derive_id, volume_name_for
+from provisioner.domain import ClusterId, VolumeId, derive_id, volume_name_for
 from provisioner.errors import ProvisionerError, UnknownType
 from provisioner.events import models
 from provisioner.events.envelope import Event
@@ -94,9 +94,7 @@ class RequestHandler:
         """A volume's id and name keys, as far as the request and the state tell them."""
         state = self._state
         keys = {_id_key(volume_id)} if volume_id else {_name_key(cluster, name or "")}
-        known = (
-            state.volumes.get(VolumeId(volume_id)) if volume_id else state.volume_named(ClusterId(cluster), name or "")
-        )
+        known = state.volume_by(ClusterId(cluster), volume_id, name)
         if known is not None:
             keys |= {_id_key(known.id), _name_key(known.cluster, known.name)}
         return keys
@@ -106,11 +104,7 @@ class RequestHandler:
         state = self._state
         keys = {f"snapshot:{snapshot_id}"} if snapshot_id else set()
         keys |= {f"snapshot-name:{cluster}/{name}"} if name else set()
-        known = (
-            state.snapshots.get(SnapshotId(snapshot_id))
-            if snapshot_id
-            else state.snapshot_named(ClusterId(cluster), name or "")
-        )
+        known = state.snapshot_by(ClusterId(cluster), snapshot_id, name)
         if known is not None:
             keys |= {f"snapshot:{known.id}", f"snapshot-name:{known.cluster}/{known.name}"}
             keys |= self._volume_keys(cluster, known.volume, None)

@@ -21,7 +21,6 @@ from provisioner.domain import (
     SnapshotId,
     SnapshotStatus,
     Volume,
-    VolumeId,
     VolumeStatus,
     derive_id,
     snapshot_name_for,
@@ -47,20 +46,10 @@ def snapshot_out(snapshot: Snapshot, volume_name: str) -> results.SnapshotOut:
 
 def named_volume(storage: Storage, cluster: ClusterId, volume_id: str | None, name: str | None) -> Volume:
     """The volume a request names by id or by name, in this cluster; VolumeNotFound otherwise."""
-    volume = (
-        storage.state.volumes.get(VolumeId(volume_id)) if volume_id else storage.state.volume_named(cluster, name or "")
-    )
-    if volume is None or volume.cluster != cluster:
+    volume = storage.state.volume_by(cluster, volume_id, name)
+    if volume is None:
         raise VolumeNotFound(f"no volume {volume_id or name} in cluster {cluster}")
     return volume
-
-
-def named_snapshot(storage: Storage, cluster: ClusterId, snapshot_id: str | None, name: str | None) -> Snapshot | None:
-    if snapshot_id:
-        found = storage.state.snapshots.get(SnapshotId(snapshot_id))
-    else:
-        found = storage.state.snapshot_named(cluster, name or "")
-    return found if found is not None and found.cluster == cluster else None
 
 
 class SnapshotRequests:
@@ -98,7 +87,7 @@ class SnapshotRequests:
     async def delete(self, request: Request, data: models.DeleteSnapshot) -> Outcome:
         storage = self._storage
         cluster = storage.state.require_cluster(data.cluster)
-        snapshot = named_snapshot(storage, cluster.id, data.snapshot_id, data.name)
+        snapshot = storage.state.snapshot_by(cluster.id, data.snapshot_id, data.name)
         if snapshot is None:
             gone = results.SnapshotDeleted(
                 request_id=request.event.id,

@@ -108,8 +108,4 @@ class VolumeRequests:
 
     def selected(self, cluster: ClusterId, data: models.DeleteVolume | models.ExpandVolume) -> Volume | None:
         """The volume a request names by id or by name, if this cluster has it."""
-        if data.volume_id:
-            volume = self._storage.state.volumes.get(VolumeId(data.volume_id))
-        else:
-            volume = self._storage.state.volume_named(cluster, data.name or "")
-        return volume if volume is not None and volume.cluster == cluster else None
+        return self._storage.state.volume_by(cluster, data.volume_id, data.name)

@@ -124,12 +124,12 @@ class VolumeOperations:
         rolling back."""
         specs = self.specs(cluster, volume, bricks)
         results = await asyncio.gather(*(self.backend(s.device).create(s) for s in specs), return_exceptions=True)
-        _raise_first(results)
+        raise_first(results)
 
     async def destroy_bricks(self, cluster: Cluster, volume: Volume, bricks: Sequence[Brick] | None = None) -> None:
         specs = self.specs(cluster, volume, bricks)
         results = await asyncio.gather(*(self.backend(s.device).destroy(s) for s in specs), return_exceptions=True)
-        _raise_first(results)
+        raise_first(results)
 
     async def create_brick(self, cluster: Cluster, volume: Volume, brick: Brick) -> None:
         await self.create_bricks(cluster, volume, [brick])
@@ -172,7 +172,7 @@ class VolumeOperations:
         synced = await asyncio.gather(
             *(self.run(s.node.manage, commands.sync_filesystem(s.mount_point)) for s in specs), return_exceptions=True
         )
-        _raise_first(synced)
+        raise_first(synced)
 
     async def _adopt(self, cluster: Cluster, volume: Volume) -> None:
         info = await self.volume_info(cluster, volume)
@@ -358,7 +358,7 @@ def _owned(info: VolumeInfo, specs: Sequence[BrickSpec], volume: Volume) -> bool
     return bool(info.bricks) and all((b.host, b.path) in ours for b in info.bricks)
 
 
-def _raise_first(results: Sequence[object]) -> None:
+def raise_first(results: Sequence[object]) -> None:
     """Re-raise the most telling failure: permanent before temporary before anything else."""
     errors = [r for r in results if isinstance(r, BaseException)]
     if not errors:

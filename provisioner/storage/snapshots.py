@@ -21,7 +21,7 @@ from provisioner.domain import Brick, BrickBackend, Cluster, Snapshot, Volume
 from provisioner.errors import GlusterError, SnapshotNameTaken, SnapshotNotFound, SnapshotUnsupported
 from provisioner.storage import commands
 from provisioner.storage.backends import LvmBackend, lv_name, vg_name
-from provisioner.storage.operations import VolumeOperations
+from provisioner.storage.operations import VolumeOperations, raise_first
 from provisioner.storage.parsing import SnapshotInfo, parse_snapshot_info
 
 DESCRIPTION_PREFIX = "provisioner:"
@@ -107,9 +107,7 @@ class SnapshotOperations:
         done = await asyncio.gather(
             *(self._clone_brick(cluster, clone, o, c, snapshot) for o, c in pairs), return_exceptions=True
         )
-        failures = [d for d in done if isinstance(d, BaseException)]
-        if failures:
-            raise failures[0]
+        raise_first(done)
 
     async def _clone_brick(
         self, cluster: Cluster, clone: Volume, origin: Brick, brick: Brick, snapshot: SnapshotInfo

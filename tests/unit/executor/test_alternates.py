@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from provisioner.domain import Brick, BrickId, ClusterId, Replicate, Volume, VolumeId
@@ -81,6 +83,13 @@ def test_several_hostnames_load_and_come_back_and_give_clients_more_volfile_serv
     state = DesiredState()
     state.apply(StateChange.put_cluster(cluster))
     assert (state.manage_alternates("m1"), state.manage_alternates("elsewhere")) == (("m1.backup",), ())
+    plain = cluster_from(topology.model_copy(update={"nodes": topology.nodes[:1]}))
+    state.apply(
+        StateChange.put_cluster(
+            dataclasses.replace(plain, nodes=(dataclasses.replace(plain.nodes[0], manage_alternates=()),))
+        )
+    )
+    assert (state.manage_alternates("m0"), state.manage_alternates("m1")) == ((), ()), "a new record replaces the old"
     bricks = tuple(
         Brick(id=BrickId(f"{i:032x}"), node=n.id, device=n.devices[0].id, size=1, set_index=0)
         for i, n in enumerate(cluster.nodes)
